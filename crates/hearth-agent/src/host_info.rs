@@ -1,0 +1,107 @@
+//! What this host has: CPUs, memory, disk under the data dir, accelerators and VMMs. The
+//! report goes out with every heartbeat and answers `GetHostInfo`.
+
+use std::path::{Path, PathBuf};
+
+use hearth_agent_api::pb;
+use hearth_types::host::{Accelerator, Resources};
+
+#[derive(Debug, Clone)]
+pub struct HostProbe {
+    data_dir: PathBuf,
+}
+
+impl HostProbe {
+    pub fn new(data_dir: &Path) -> HostProbe {
+        HostProbe {
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub async fn report(&self) -> pb::HostInfo {
+        let accelerators = accelerators();
+        let kvm_usable = accelerators.iter().any(|a| a.name == "kvm" && a.usable);
+        let vmms = hearth_vmm::discover_vmms(kvm_usable).await;
+        pb::HostInfo {
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            capacity: Some(capacity(&self.data_dir).into()),
+            accelerators: accelerators.into_iter().map(Into::into).collect(),
+            vmms: vmms.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+pub fn capacity(data_dir: &Path) -> Resources {
+    let vcpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| meminfo_kib(&s, "MemTotal:"))
+        .map(|kib| kib / 1024)
+        .unwrap_or(0);
+    let disk_mib = nix::sys::statvfs::statvfs(data_dir)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+        .unwrap_or(0);
+    Resources {
+        vcpus,
+        memory_mib,
+        disk_mib,
+    }
+}
+
+fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// TCG is always there when QEMU is. KVM counts as usable only once a real guest has booted
+/// under it: a `/dev/kvm` that opens can still be a nested one that runs no ordinary kernel.
+pub fn accelerators() -> Vec<Accelerator> {
+    let kvm = if !Path::new("/dev/kvm").exists() {
+        Accelerator {
+            name: "kvm".into(),
+            usable: false,
+            reason: Some("/dev/kvm is missing".into()),
+        }
+    } else {
+        Accelerator {
+            name: "kvm".into(),
+            usable: false,
+            reason: Some("not yet proven by a guest boot".into()),
+        }
+    };
+    let tcg = Accelerator {
+        name: "tcg".into(),
+        usable: hearth_vmm::VmmKind::Qemu.locate().is_some(),
+        reason: None,
+    };
+    vec![kvm, tcg]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_meminfo() {
+        let s = "MemTotal:       24576000 kB\nMemFree: 1 kB\n";
+        assert_eq!(meminfo_kib(s, "MemTotal:"), Some(24576000));
+        assert_eq!(meminfo_kib(s, "Nope:"), None);
+    }
+
+    #[test]
+    fn capacity_is_nonzero_here() {
+        let c = capacity(Path::new("/"));
+        assert!(c.vcpus >= 1 && c.memory_mib > 0 && c.disk_mib > 0, "{c:?}");
+    }
+}

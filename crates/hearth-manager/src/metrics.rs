@@ -1,0 +1,66 @@
+//! The manager's Prometheus metrics, one registry per manager (so tests running several
+//! managers in one process don't mix counts), rendered as text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: HistogramFamily,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~33 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("hearth");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, route and status",
+            http_latency.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_http(&self, labels: HttpLabels, seconds: f64) {
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_latency.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}

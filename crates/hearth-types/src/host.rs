@@ -1,0 +1,87 @@
+//! Hosts: the machines running a Hearth agent, what they report, and join tokens.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    /// Heartbeating and schedulable.
+    Up,
+    /// Missed its heartbeats.
+    Down,
+    /// Heartbeating, but takes no new VMs.
+    Cordoned,
+}
+
+/// Resources of a host, or an allocation of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resources {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+}
+
+/// One hardware accelerator and whether VMs may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Accelerator {
+    /// `kvm` or `tcg`.
+    pub name: String,
+    pub usable: bool,
+    /// Why it is not usable, or how that was decided.
+    pub reason: Option<String>,
+}
+
+/// One VMM binary on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmmInfo {
+    /// `qemu`, `firecracker` or `cloud-hypervisor`.
+    pub name: String,
+    pub usable: bool,
+    pub version: Option<String>,
+    pub path: Option<String>,
+    /// Why it is not usable (binary missing, KVM unusable, version too old).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    /// Where the manager reaches the agent's RPC API.
+    pub address: String,
+    pub status: HostStatus,
+    pub cordoned: bool,
+    pub agent_version: String,
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub accelerators: Vec<Accelerator>,
+    pub vmms: Vec<VmmInfo>,
+    pub registered_at: DateTime<Utc>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in minutes (default 60, at most 10080).
+    pub ttl_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinToken {
+    /// Give to `hearth agent --join-token`. Usable by many agents until it expires.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an agent reports about its host, with every heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostReport {
+    pub hostname: String,
+    pub agent_version: String,
+    pub capacity: Resources,
+    pub accelerators: Vec<Accelerator>,
+    pub vmms: Vec<VmmInfo>,
+}

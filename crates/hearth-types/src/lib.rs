@@ -1,0 +1,18 @@
+//! Hearth's shared vocabulary: the types the REST API speaks, the roles, the host and VM
+//! states, and the error body. Every other crate depends on this one and it depends on no
+//! I/O, so the CLI, the manager, the agent and the web console's generated client all agree
+//! on one definition.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod host;
+pub mod vm;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+
+/// A new time-ordered identifier. Ids sort by creation time, so a list can page with
+/// `WHERE id > cursor ORDER BY id` and stay stable while rows are added.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,165 @@
+//! Finding VMM binaries and their versions.
+//!
+//! Each VMM is looked up through an environment override first (`HEARTH_QEMU_BIN`,
+//! `HEARTH_FIRECRACKER_BIN`, `HEARTH_CLOUD_HYPERVISOR_BIN`), then on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hearth_types::host::VmmInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VmmKind {
+    Qemu,
+    Firecracker,
+    CloudHypervisor,
+}
+
+impl VmmKind {
+    pub const ALL: [VmmKind; 3] = [
+        VmmKind::Qemu,
+        VmmKind::Firecracker,
+        VmmKind::CloudHypervisor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VmmKind::Qemu => "qemu",
+            VmmKind::Firecracker => "firecracker",
+            VmmKind::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            VmmKind::Qemu => "qemu-system-x86_64",
+            VmmKind::Firecracker => "firecracker",
+            VmmKind::CloudHypervisor => "cloud-hypervisor",
+        }
+    }
+
+    fn env_override(self) -> &'static str {
+        match self {
+            VmmKind::Qemu => "HEARTH_QEMU_BIN",
+            VmmKind::Firecracker => "HEARTH_FIRECRACKER_BIN",
+            VmmKind::CloudHypervisor => "HEARTH_CLOUD_HYPERVISOR_BIN",
+        }
+    }
+
+    /// Whether this VMM needs hardware KVM (QEMU can fall back to TCG).
+    pub fn needs_kvm(self) -> bool {
+        !matches!(self, VmmKind::Qemu)
+    }
+
+    /// The binary to run: the environment override, else the first match on `PATH`.
+    pub fn locate(self) -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os(self.env_override()) {
+            let p = PathBuf::from(p);
+            return p.is_file().then_some(p);
+        }
+        which(self.binary())
+    }
+}
+
+impl std::str::FromStr for VmmKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        VmmKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!("unknown VMM {s:?}: expected qemu, firecracker or cloud-hypervisor")
+            })
+    }
+}
+
+fn which(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs `binary --version` (bounded to 5 s) and returns the first line.
+async fn version_of(binary: &Path) -> Option<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::process::Command::new(binary)
+            .arg("--version")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
+/// Every VMM Hearth knows, with whether this host can run it. `kvm_usable` is the host's
+/// verdict on hardware KVM (see the agent's probe).
+pub async fn discover_vmms(kvm_usable: bool) -> Vec<VmmInfo> {
+    let mut out = Vec::new();
+    for kind in VmmKind::ALL {
+        let path = kind.locate();
+        let version = match &path {
+            Some(p) => version_of(p).await,
+            None => None,
+        };
+        let reason = if path.is_none() {
+            Some(format!(
+                "{} not found on PATH (set {} to its path)",
+                kind.binary(),
+                kind.env_override()
+            ))
+        } else if kind.needs_kvm() && !kvm_usable {
+            Some("needs hardware KVM, which is not usable on this host".to_string())
+        } else {
+            None
+        };
+        out.push(VmmInfo {
+            name: kind.name().to_string(),
+            usable: reason.is_none(),
+            version,
+            path: path.map(|p| p.display().to_string()),
+            reason,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_by_name() {
+        for k in VmmKind::ALL {
+            assert_eq!(k.name().parse::<VmmKind>().unwrap(), k);
+        }
+        assert!("xen".parse::<VmmKind>().unwrap_err().contains("qemu"));
+    }
+
+    #[tokio::test]
+    async fn missing_binaries_say_why() {
+        let vmms = discover_vmms(false).await;
+        assert_eq!(vmms.len(), 3);
+        for v in &vmms {
+            if v.path.is_none() {
+                assert!(!v.usable);
+                assert!(v.reason.as_deref().unwrap().contains("not found"), "{v:?}");
+            }
+        }
+        let fc = vmms.iter().find(|v| v.name == "firecracker").unwrap();
+        assert!(!fc.usable, "firecracker cannot be usable without KVM");
+    }
+}

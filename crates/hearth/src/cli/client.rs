@@ -1,0 +1,193 @@
+//! The CLI's HTTP client for the manager's REST API, and the saved login.
+//!
+//! The login is kept in `<config dir>/hearth/credentials.json` with mode 0600.
+//! `HEARTH_URL` and `HEARTH_TOKEN` override it (handy for scripts and API keys).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hearth_types::ErrorBody;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:18080";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Credentials {
+    pub url: String,
+    pub token: String,
+}
+
+pub fn credentials_path() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("hearth")
+        .join("credentials.json")
+}
+
+impl Credentials {
+    pub fn load() -> Option<Credentials> {
+        serde_json::from_slice(&std::fs::read(credentials_path()).ok()?).ok()
+    }
+
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = credentials_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        Ok(path)
+    }
+}
+
+/// An API error the server answered with; the CLI prints its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} ({status})")]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    pub url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `url` (or the saved/environment one), with the saved token when it was
+    /// issued by that same server.
+    pub fn new(url: Option<String>) -> anyhow::Result<Client> {
+        let saved = Credentials::load();
+        let url = url
+            .or_else(|| std::env::var("HEARTH_URL").ok())
+            .or_else(|| saved.as_ref().map(|c| c.url.clone()))
+            .unwrap_or_else(|| DEFAULT_URL.to_string());
+        let url = url.trim_end_matches('/').to_string();
+        let token = std::env::var("HEARTH_TOKEN").ok().or_else(|| {
+            saved
+                .filter(|c| c.url.trim_end_matches('/') == url)
+                .map(|c| c.token)
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Client { http, url, token })
+    }
+
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.url, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach Hearth at {}: {e}\n  is it running? start it with `hearth up`, or pass --url",
+                self.url
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the response")?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => (e.error.code.as_str().to_string(), e.error.message),
+                Err(_) => (
+                    "unknown".into(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ),
+            };
+            let message = if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
+                format!("{message}\n  log in first: hearth login --url {}", self.url)
+            } else {
+                message
+            };
+            return Err(ApiFailure {
+                status,
+                code,
+                message,
+            }
+            .into());
+        }
+        if bytes.is_empty() {
+            return serde_json::from_slice(b"null").context("empty response");
+        }
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("unexpected response from {method} {path}"))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.request(Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.request(Method::PATCH, path, Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.request(Method::DELETE, path, None).await?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes one path segment (ids and names are plain, but be safe).
+pub fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads a secret: from stdin when asked, else by prompting on the terminal.
+pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut s = String::new();
+        std::io::stdin().read_line(&mut s)?;
+        let s = s.trim_end_matches(['\n', '\r']).to_string();
+        if s.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(s);
+    }
+    rpassword::prompt_password(prompt)
+        .context("reading the password (use --password-stdin when not on a terminal)")
+}

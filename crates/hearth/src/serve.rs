@@ -1,0 +1,151 @@
+//! The long-running commands: `up`, `manager`, `agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use hearth_manager::config::{ManagerConfig, Overrides};
+use hearth_manager::Application;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1:18080]
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Where Hearth keeps its state [default: ~/.local/share/hearth]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER:PASS@HOST/DB` [default: SQLite in the data dir]
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// A hearth.toml to read [default: ./hearth.toml when present]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The manager's URL, e.g. http://10.0.0.1:18080
+    #[arg(long, env = "HEARTH_MANAGER_URL")]
+    pub manager: String,
+    /// A join token from `hearth host join-token` (needed for the first join only)
+    #[arg(long, env = "HEARTH_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Where the agent keeps its identity, images and VMs
+    #[arg(long, env = "HEARTH_AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the agent's RPC API
+    #[arg(long, env = "HEARTH_AGENT_LISTEN", default_value = "127.0.0.1:18081")]
+    pub listen: SocketAddr,
+    /// The URL the manager should use to reach this agent [default: http://LISTEN]
+    #[arg(long, env = "HEARTH_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+}
+
+pub fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("HEARTH_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn manager_config(args: &ServerArgs) -> anyhow::Result<ManagerConfig> {
+    ManagerConfig::load(
+        args.config.as_deref(),
+        &Overrides {
+            listen: args.listen,
+            data_dir: args.data_dir.clone(),
+            database_url: args.database_url.clone(),
+        },
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn banner(app: &Application, with_agent: bool) {
+    let url = app.url();
+    eprintln!();
+    eprintln!("  Hearth is running at {url}  (API docs: {url}/docs)");
+    match &app.admin_password_hint {
+        Some(p) if p.starts_with("HEARTH_") => {
+            eprintln!("  Created user admin with the password from {p}.")
+        }
+        Some(p) => eprintln!("  Created user admin; its password is in {p}"),
+        None => eprintln!("  Log in with an existing user: hearth login --url {url}"),
+    }
+    if with_agent {
+        eprintln!("  A local agent serves this host.");
+    }
+    eprintln!("  Next: hearth login --url {url}");
+    eprintln!();
+}
+
+pub async fn manager(args: ServerArgs) -> anyhow::Result<()> {
+    let app = Application::build(manager_config(&args)?).await?;
+    banner(&app, false);
+    app.run_until(shutdown_signal()).await
+}
+
+pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
+    let config = manager_config(&args)?;
+    let agent_dir = config.data_dir.join("agent");
+    let app = Application::build(config).await?;
+    let mut manager_addr = app.addr();
+    if manager_addr.ip().is_unspecified() {
+        manager_addr.set_ip([127, 0, 0, 1].into());
+    }
+    let token = app
+        .app()
+        .issue_join_token("hearth up", 10)
+        .await
+        .map_err(|e| anyhow::anyhow!("issuing the local agent's join token: {e}"))?;
+    banner(&app, true);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let agent = hearth_agent::start(hearth_agent::AgentConfig {
+        manager_url: format!("http://{manager_addr}"),
+        join_token: Some(token.token.into()),
+        data_dir: agent_dir,
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        advertise: None,
+    })
+    .await
+    .context("starting the local agent")?;
+    shutdown_signal().await;
+    agent.shutdown().await;
+    let _ = stop_tx.send(());
+    server.await.context("manager task")?
+}
+
+pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let mut agent = hearth_agent::start(hearth_agent::AgentConfig {
+        manager_url: args.manager,
+        join_token: args.join_token.map(Into::into),
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertise: args.advertise,
+    })
+    .await?;
+    eprintln!("agent {} listening on {}", agent.host_id, agent.addr);
+    tokio::select! {
+        _ = shutdown_signal() => agent.shutdown().await,
+        _ = agent.wait() => anyhow::bail!("the agent stopped unexpectedly"),
+    }
+    Ok(())
+}
