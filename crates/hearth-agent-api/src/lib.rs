@@ -104,6 +104,18 @@ impl From<VmmInfo> for pb::Vmm {
     }
 }
 
+impl From<&pb::HostInfo> for hearth_types::host::HostReport {
+    fn from(h: &pb::HostInfo) -> Self {
+        hearth_types::host::HostReport {
+            hostname: h.hostname.clone(),
+            agent_version: h.agent_version.clone(),
+            capacity: h.capacity.as_ref().map(Into::into).unwrap_or_default(),
+            accelerators: h.accelerators.iter().map(Into::into).collect(),
+            vmms: h.vmms.iter().map(Into::into).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,17 +138,5 @@ mod tests {
         };
         let back = VmmInfo::from(&pb::Vmm::from(v.clone()));
         assert_eq!(back, v);
-    }
-}
-
-impl From<&pb::HostInfo> for hearth_types::host::HostReport {
-    fn from(h: &pb::HostInfo) -> Self {
-        hearth_types::host::HostReport {
-            hostname: h.hostname.clone(),
-            agent_version: h.agent_version.clone(),
-            capacity: h.capacity.as_ref().map(Into::into).unwrap_or_default(),
-            accelerators: h.accelerators.iter().map(Into::into).collect(),
-            vmms: h.vmms.iter().map(Into::into).collect(),
-        }
     }
 }

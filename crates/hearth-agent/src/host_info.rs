@@ -45,7 +45,7 @@ pub fn capacity(data_dir: &Path) -> Resources {
         .map(|kib| kib / 1024)
         .unwrap_or(0);
     let disk_mib = nix::sys::statvfs::statvfs(data_dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+        .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
         .unwrap_or(0);
     Resources {
         vcpus,

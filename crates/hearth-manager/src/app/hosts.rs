@@ -42,7 +42,8 @@ pub enum RegistryError {
 /// changes.
 #[derive(Default)]
 pub struct AgentClients {
-    clients: Mutex<HashMap<String, (String, String, AgentClient<Channel>)>>,
+    /// host id → (the address the client was built for, the client)
+    clients: Mutex<HashMap<String, (String, HostClient)>>,
 }
 
 /// A client for one agent, carrying the token that agent expects.
@@ -73,12 +74,9 @@ impl HostClient {
 impl AgentClients {
     fn get(&self, host: &HostRecord) -> ApiResult<HostClient> {
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addr, token, client)) = map.get(&host.id) {
-            if *addr == host.address && *token == host.agent_token {
-                return Ok(HostClient {
-                    client: client.clone(),
-                    token: token.clone(),
-                });
+        if let Some((addr, client)) = map.get(&host.id) {
+            if *addr == host.address && client.token == host.agent_token {
+                return Ok(client.clone());
             }
         }
         let endpoint = tonic::transport::Endpoint::from_shared(host.address.clone())
@@ -87,19 +85,12 @@ impl AgentClients {
             })?
             .connect_timeout(Duration::from_secs(5))
             .timeout(AGENT_RPC_TIMEOUT);
-        let client = AgentClient::new(endpoint.connect_lazy());
-        map.insert(
-            host.id.clone(),
-            (
-                host.address.clone(),
-                host.agent_token.clone(),
-                client.clone(),
-            ),
-        );
-        Ok(HostClient {
-            client,
+        let client = HostClient {
+            client: AgentClient::new(endpoint.connect_lazy()),
             token: host.agent_token.clone(),
-        })
+        };
+        map.insert(host.id.clone(), (host.address.clone(), client.clone()));
+        Ok(client)
     }
 }
 

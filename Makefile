@@ -1,0 +1,22 @@
+# The two commands of the README:
+#   make up    installs what is missing, builds, and runs `hearth up`
+#   make test  runs every check and test, as CI does
+.PHONY: up test build openapi setup bench
+
+ARGS ?=
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	cargo build --release --locked -p hearth
+
+up: build
+	./target/release/hearth up $(ARGS)
+
+test:
+	scripts/test.sh
+
+# Regenerates the committed OpenAPI document after an API change.
+openapi:
+	cargo run -q -p hearth -- openapi > docs/openapi.json

@@ -1,0 +1,182 @@
+//! Agents joining over the real gRPC registry: registration, heartbeats, down detection,
+//! identity across restarts, cordoning, removal, and the manager calling the agent back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_error, eventually, TestApp};
+use hearth_agent::AgentConfig;
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> AgentConfig {
+    AgentConfig {
+        manager_url: t.url.clone(),
+        join_token: token.map(Into::into),
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+    }
+}
+
+async fn host_status(t: &TestApp, id: &str) -> String {
+    let (_, h) = t.get(&format!("/v1/hosts/{id}")).await;
+    h["status"].as_str().unwrap_or("").to_string()
+}
+
+on_both_databases!(agents_join_heartbeat_and_go_down, |db| async move {
+    let t = TestApp::spawn(db).await;
+    let token = t.join_token().await;
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let a1 = hearth_agent::start(agent_config(&t, d1.path(), Some(token.clone())))
+        .await
+        .unwrap();
+    let a2 = hearth_agent::start(agent_config(&t, d2.path(), Some(token.clone())))
+        .await
+        .unwrap();
+    assert_ne!(a1.host_id, a2.host_id);
+
+    let (s, hosts) = t.get("/v1/hosts").await;
+    assert_eq!(s, StatusCode::OK);
+    let items = hosts["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{hosts}");
+    for h in items {
+        assert_eq!(h["status"], "up");
+        assert!(h["capacity"]["vcpus"].as_u64().unwrap() >= 1);
+        assert!(h["capacity"]["memory_mib"].as_u64().unwrap() > 0);
+        let accels: Vec<_> = h["accelerators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert!(accels.contains(&"kvm") && accels.contains(&"tcg"));
+        assert_eq!(h["vmms"].as_array().unwrap().len(), 3);
+    }
+
+    // Heartbeats keep moving last_heartbeat_at.
+    let (_, before) = t.get(&format!("/v1/hosts/{}", a1.host_id)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, after) = t.get(&format!("/v1/hosts/{}", a1.host_id)).await;
+    assert_ne!(before["last_heartbeat_at"], after["last_heartbeat_at"]);
+
+    // The manager reaches the agent through its RPC API, with the agent's token.
+    let client = t.app.host_client(&a1.host_id).await.unwrap();
+    let info = client.host_info().await.expect("GetHostInfo over RPC");
+    assert!(info.capacity.vcpus >= 1);
+
+    // Stop agent 1: it goes down; agent 2 stays up.
+    let id1 = a1.host_id.clone();
+    a1.shutdown().await;
+    eventually(Duration::from_secs(10), "host 1 down", || async {
+        host_status(&t, &id1).await == "down"
+    })
+    .await;
+    assert_eq!(host_status(&t, &a2.host_id).await, "up");
+
+    // Restarted on the same data dir, without a token: the same host, up again.
+    let a1 = hearth_agent::start(agent_config(&t, d1.path(), None))
+        .await
+        .unwrap();
+    assert_eq!(a1.host_id, id1);
+    assert_eq!(host_status(&t, &id1).await, "up");
+    let (_, hosts) = t.get("/v1/hosts").await;
+    assert_eq!(
+        hosts["items"].as_array().unwrap().len(),
+        2,
+        "no duplicate host"
+    );
+
+    a1.shutdown().await;
+    a2.shutdown().await;
+    t.shutdown().await;
+});
+
+#[tokio::test]
+async fn a_bad_join_token_is_refused_with_a_clear_error() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = hearth_agent::start(agent_config(
+        &t,
+        dir.path(),
+        Some("hj_not-a-real-token".into()),
+    ))
+    .await
+    .err()
+    .expect("a bad token must be refused");
+    assert!(
+        format!("{err:#}").contains("join token is invalid"),
+        "{err:#}"
+    );
+    let err = hearth_agent::start(agent_config(&t, dir.path(), None))
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("--join-token"), "{err:#}");
+    let (_, hosts) = t.get("/v1/hosts").await;
+    assert!(hosts["items"].as_array().unwrap().is_empty());
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_agent_refuses_callers_without_its_token() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = hearth_agent::start(agent_config(&t, dir.path(), Some(t.join_token().await)))
+        .await
+        .unwrap();
+    let mut client = hearth_agent_api::AgentClient::connect(format!("http://{}", a.addr))
+        .await
+        .unwrap();
+    let err = client
+        .get_host_info(hearth_agent_api::with_bearer(
+            hearth_agent_api::pb::GetHostInfoRequest {},
+            "wrong",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = client
+        .get_host_info(hearth_agent_api::pb::GetHostInfoRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    a.shutdown().await;
+    t.shutdown().await;
+}
+
+on_both_databases!(cordon_uncordon_remove, |db| async move {
+    let t = TestApp::spawn(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = hearth_agent::start(agent_config(&t, dir.path(), Some(t.join_token().await)))
+        .await
+        .unwrap();
+    let id = a.host_id.clone();
+    let (s, h) = t.post(&format!("/v1/hosts/{id}/cordon"), json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["status"], "cordoned");
+    assert_eq!(h["cordoned"], true);
+    let (_, h) = t.post(&format!("/v1/hosts/{id}/uncordon"), json!({})).await;
+    assert_eq!(h["status"], "up");
+    let (s, b) = t.post("/v1/hosts/nope/cordon", json!({})).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = t
+        .post("/v1/hosts/join-tokens", json!({"ttl_minutes": 0}))
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, _) = t
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/hosts/{id}"),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = t.get(&format!("/v1/hosts/{id}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    a.shutdown().await;
+    t.shutdown().await;
+});

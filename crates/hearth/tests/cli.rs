@@ -1,0 +1,357 @@
+//! The CLI against a running `hearth up` (a real process), with two more agents joining as
+//! their own processes. Every process started here is killed by PID when the test ends,
+//! pass or fail.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// Kills its child on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Env {
+    home: tempfile::TempDir,
+    url: String,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("HEARTH_URL", &self.url)
+            .env_remove("HEARTH_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hearth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args([
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env_remove("HEARTH_ADMIN_PASSWORD")
+    .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
+    .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(
+        std::fs::File::create(data.with_extension("log")).unwrap(),
+    ));
+    if let Some(p) = password {
+        c.env("HEARTH_ADMIN_PASSWORD", p);
+    }
+    let p = Proc(c.spawn().unwrap());
+    wait_for("hearth up to answer", Duration::from_secs(60), || {
+        http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    p
+}
+
+#[test]
+fn cli_drives_a_running_hearth_up() {
+    let root = tempfile::tempdir().unwrap();
+    let data: PathBuf = root.path().join("data");
+    let port = free_port();
+    let _up = start_up(&data, port, None);
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+
+    // Not logged in yet: a clear error and a non-zero exit.
+    let out = env.run(&["host", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hearth login"), "{err}");
+
+    // The generated admin password is in a private file in the data dir.
+    let password = std::fs::read_to_string(data.join("admin-password")).unwrap();
+    let out = env.with_stdin(&["login", "--password-stdin"], "wrong-password\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong username or password"));
+    let out = env.with_stdin(&["login", "--password-stdin"], &password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let creds = env.home.path().join(".config/hearth/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(env.ok(&["whoami"]).contains("admin (admin)"));
+
+    // The local agent of `hearth up` is a host, up.
+    wait_for("the local agent", Duration::from_secs(30), || {
+        env.json(&["host", "list"])["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 1)
+    });
+    let table = env.ok(&["host", "list"]);
+    assert!(
+        table.contains("STATUS") && table.contains(" up "),
+        "{table}"
+    );
+
+    // Two more agents, as processes of their own, join with a token.
+    let token = env.ok(&["host", "join-token"]).trim().to_string();
+    assert!(token.starts_with("hj_"));
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let dir = root.path().join(format!("agent{i}"));
+        agents.push(Proc(
+            env.cmd(&[
+                "agent",
+                "--manager",
+                &env.url,
+                "--join-token",
+                &token,
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        ));
+    }
+    wait_for("three hosts up", Duration::from_secs(30), || {
+        let hosts = env.json(&["host", "list"]);
+        let items = hosts["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 3 && items.iter().all(|h| h["status"] == "up")
+    });
+    let hosts = env.json(&["host", "list"]);
+    let id = hosts["items"][1]["id"].as_str().unwrap().to_string();
+    assert_eq!(env.json(&["host", "cordon", &id])["status"], "cordoned");
+    assert_eq!(env.json(&["host", "get", &id])["cordoned"], true);
+    assert!(env.ok(&["host", "get", &id]).contains("last heartbeat"));
+    env.ok(&["host", "uncordon", &id]);
+
+    // An agent that stops goes down.
+    drop(agents.pop());
+    wait_for("a host down", Duration::from_secs(30), || {
+        let hosts = env.json(&["host", "list"]);
+        hosts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["status"] == "down")
+    });
+
+    // Users.
+    let out = env.with_stdin(
+        &[
+            "user",
+            "create",
+            "vic",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        "vic-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let users = env.json(&["user", "list"]);
+    assert_eq!(users["items"].as_array().unwrap().len(), 2);
+    assert!(env.ok(&["user", "list"]).contains("vic"));
+    assert_eq!(
+        env.json(&["user", "set-role", "vic", "operator"])["role"],
+        "operator"
+    );
+    let out = env.with_stdin(
+        &["user", "create", "vic", "--password-stdin"],
+        "vic-password\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    // API keys: the secret works as HEARTH_TOKEN; revoking it ends it.
+    let key = env.json(&["api-key", "create", "ci", "--role", "viewer"]);
+    let secret = key["secret"].as_str().unwrap();
+    let id = key["id"].as_str().unwrap();
+    let out = env
+        .cmd(&["whoami"])
+        .env("HEARTH_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via api_key"));
+    let out = env
+        .cmd(&["user", "list"])
+        .env("HEARTH_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+    assert!(env.ok(&["api-key", "list"]).contains("ci"));
+    env.ok(&["api-key", "revoke", id]);
+    let out = env
+        .cmd(&["whoami"])
+        .env("HEARTH_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    env.ok(&["user", "delete", "vic"]);
+    let events = env.json(&["events", "--limit", "100"]);
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "POST /v1/users",
+        "DELETE /v1/users/{id}",
+        "POST /v1/api-keys",
+        "POST /v1/hosts/{id}/cordon",
+        "rpc Register",
+    ] {
+        assert!(actions.contains(&want), "{want} missing from {actions:?}");
+    }
+    assert!(env.ok(&["events"]).contains("ACTOR"));
+    env.ok(&["logout"]);
+    assert!(!creds.exists());
+}
+
+#[test]
+fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let port = free_port();
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let host_id = {
+        let _up = start_up(&data, port, Some("restart-password"));
+        assert!(env
+            .with_stdin(&["login", "--password-stdin"], "restart-password\n")
+            .status
+            .success());
+        wait_for("the local agent", Duration::from_secs(30), || {
+            env.json(&["host", "list"])["items"]
+                .as_array()
+                .is_some_and(|i| i.len() == 1)
+        });
+        env.json(&["host", "list"])["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        !data.join("admin-password").exists(),
+        "the password came from the environment"
+    );
+    let _up = start_up(&data, port, None);
+    // Sessions live in the database, so the saved login still works.
+    wait_for("the local agent again", Duration::from_secs(30), || {
+        let hosts = env.json(&["host", "list"]);
+        let items = hosts["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 1 && items[0]["status"] == "up"
+    });
+    assert_eq!(
+        env.json(&["host", "list"])["items"][0]["id"],
+        host_id.as_str()
+    );
+}
+
+#[test]
+fn openapi_command_prints_the_document() {
+    let out = Command::new(BIN).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["info"]["title"], "Hearth API");
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every check and test, as CI runs them: format, clippy (warnings are errors), the OpenAPI
+# drift check (a test), and the whole suite on SQLite and on a real PostgreSQL this script
+# starts and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+pgdir=$(mktemp -d /tmp/hearth-pg.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cleanup() { scripts/pg-test.sh stop "$pgdir"; }
+trap cleanup EXIT
+export HEARTH_TEST_POSTGRES_URL=$(scripts/pg-test.sh start "$pgdir" "$port")
+echo "==> PostgreSQL for tests on 127.0.0.1:$port"
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
