@@ -10,6 +10,7 @@ setup:
 
 build: setup
 	cargo build --release --locked -p hearth
+	cargo build --release --locked --target x86_64-unknown-linux-musl -p hearth-guest
 
 up: build
 	./target/release/hearth up $(ARGS)

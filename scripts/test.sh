@@ -19,6 +19,10 @@ trap cleanup EXIT
 export HEARTH_TEST_POSTGRES_URL=$(scripts/pg-test.sh start "$pgdir" "$port")
 echo "==> PostgreSQL for tests on 127.0.0.1:$port"
 
+echo "==> building the static guest agent (the boot tests put it in their initramfs)"
+cargo build --locked --target x86_64-unknown-linux-musl -p hearth-guest
+export HEARTH_GUEST_BIN=$PWD/target/x86_64-unknown-linux-musl/debug/hearth-guest
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -9,6 +9,7 @@
 
 pub mod host_info;
 pub mod identity;
+pub mod image;
 mod registration;
 mod service;
 

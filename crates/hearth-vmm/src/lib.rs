@@ -5,5 +5,6 @@
 //! the agent never builds a command line or speaks a VMM's API itself.
 
 pub mod discover;
+pub mod qemu;
 
 pub use discover::{discover_vmms, VmmKind};

@@ -1,0 +1,150 @@
+//! The JSON messages carried by `Hello`, `Request`, `Response` and `Notice` frames.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Stream 0. The host offers the versions it speaks; the guest answers with the version it
+/// chose (the highest both speak) and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub versions: Vec<u32>,
+    #[serde(default)]
+    pub agent: String,
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// What the host asks. Each opens a stream; the guest ends it with one [`Response`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// Runs a command. Its stdout and stderr stream back as `Stdout`/`Stderr` frames; stdin
+    /// comes as `Stdin` frames ended by `StdinEof`. With `pty`, one terminal carries both
+    /// directions (as `Stdin`/`Stdout`) and `Resize` frames change its size.
+    Exec {
+        argv: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        cwd: Option<String>,
+        /// Killed (SIGKILL to its process group) after this long; none when 0.
+        #[serde(default)]
+        timeout_ms: u64,
+        #[serde(default)]
+        pty: Option<PtySize>,
+    },
+    /// Resource use of the guest.
+    Metrics,
+    /// Reads a file (up to `MAX_PAYLOAD` bytes, base64 in the response).
+    ReadFile {
+        path: String,
+    },
+    /// Writes a file, creating parent directories.
+    WriteFile {
+        path: String,
+        /// Base64.
+        data: String,
+        #[serde(default = "default_mode")]
+        mode: u32,
+    },
+    /// Sets the hostname (a clone after a restore gets its own).
+    SetHostname {
+        hostname: String,
+    },
+    /// Powers the guest off (or reboots it) after syncing disks.
+    Shutdown {
+        #[serde(default)]
+        reboot: bool,
+    },
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    Pong {
+        uptime_ms: u64,
+    },
+    Exited {
+        /// The exit code, or 128 + signal when killed by one.
+        code: i32,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    Metrics(GuestMetrics),
+    File {
+        data: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestMetrics {
+    pub uptime_s: f64,
+    /// Cumulative CPU time by state, in clock ticks (from /proc/stat), so the host can compute
+    /// a percentage between two samples.
+    pub cpu_busy_ticks: u64,
+    pub cpu_total_ticks: u64,
+    pub memory_total_kib: u64,
+    pub memory_available_kib: u64,
+    pub disk_total_kib: u64,
+    pub disk_used_kib: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub processes: u32,
+}
+
+/// Guest → host, unsolicited, on stream 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Notice {
+    /// The guest is up and serving (sent when the port opens).
+    Ready { boot_id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_json_shape() {
+        let r = Request::Exec {
+            argv: vec!["uname".into(), "-r".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout_ms: 0,
+            pty: None,
+        };
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["op"], "exec");
+        assert_eq!(j["argv"][1], "-r");
+        let back: Request = serde_json::from_str(r#"{"op":"exec","argv":["true"]}"#).unwrap();
+        assert!(matches!(back, Request::Exec { timeout_ms: 0, .. }));
+        let resp: Response =
+            serde_json::from_str(r#"{"result":"exited","code":3,"signal":null,"timed_out":false}"#)
+                .unwrap();
+        assert_eq!(
+            resp,
+            Response::Exited {
+                code: 3,
+                signal: None,
+                timed_out: false
+            }
+        );
+    }
+}
