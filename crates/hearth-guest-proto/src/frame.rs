@@ -123,15 +123,9 @@ impl Frame {
         if buf.len() < 4 + len {
             return Ok(None);
         }
-        let kind = Kind::from_u8(buf[8]).ok_or(FrameError::UnknownKind(buf[8]))?;
-        let stream = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let payload = buf[9..4 + len].to_vec();
+        let frame = Frame::from_body(&buf[4..4 + len])?;
         buf.drain(..4 + len);
-        Ok(Some(Frame {
-            stream,
-            kind,
-            payload,
-        }))
+        Ok(Some(frame))
     }
 
     /// Reads one frame from a blocking reader. `Ok(None)` on a clean end of stream.
@@ -147,16 +141,17 @@ impl Frame {
         }
         let len = u32::from_be_bytes(len_buf) as usize;
         check_len(len)?;
-        let mut rest = vec![0u8; len];
-        r.read_exact(&mut rest)?;
-        let kind = Kind::from_u8(rest[4]).ok_or(FrameError::UnknownKind(rest[4]))?;
-        let stream = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        rest.drain(..5);
-        Ok(Some(Frame {
-            stream,
-            kind,
-            payload: rest,
-        }))
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body)?;
+        Frame::from_body(&body).map(Some)
+    }
+
+    /// A frame from its body (everything after the length: at least 5 bytes, as
+    /// `check_len` ensures).
+    fn from_body(body: &[u8]) -> Result<Frame, FrameError> {
+        let kind = Kind::from_u8(body[4]).ok_or(FrameError::UnknownKind(body[4]))?;
+        let stream = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        Ok(Frame::new(stream, kind, body[5..].to_vec()))
     }
 }
 
