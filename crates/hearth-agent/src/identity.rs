@@ -1,6 +1,7 @@
 //! The agent's identity, kept in `<data dir>/identity.json` (mode 0600): the host id and
-//! host secret the manager issued, and the agent token the manager must present to us.
-//! Keeping it is what makes a restarted agent the same host.
+//! host secret it proves itself with, and the agent token the manager must present to us.
+//! All three are chosen here and saved *before* the first registration, so an agent killed
+//! at any point of joining comes back as the same host, never as a second one.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,10 +12,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Identity {
-    pub host_id: Option<String>,
-    pub host_secret: Option<String>,
-    /// Chosen by the agent; the manager must present it on every call.
+    pub host_id: String,
+    pub host_secret: String,
+    /// The manager must present it on every call to this agent.
     pub agent_token: String,
+    /// Whether a manager has accepted this identity (after which no join token is needed).
+    #[serde(default)]
+    pub joined: bool,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -47,12 +51,17 @@ impl Identity {
                 id.path = path;
                 Ok(id)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Identity {
-                host_id: None,
-                host_secret: None,
-                agent_token: random_token(32),
-                path,
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Identity {
+                    host_id: hearth_types::new_id(),
+                    host_secret: format!("hh_{}", random_token(32)),
+                    agent_token: random_token(32),
+                    joined: false,
+                    path,
+                };
+                id.save()?;
+                Ok(id)
+            }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
@@ -83,12 +92,15 @@ mod tests {
     fn identity_survives_a_reload_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let mut id = Identity::load_or_new(dir.path()).unwrap();
-        assert!(id.host_id.is_none());
-        id.host_id = Some("h1".into());
-        id.host_secret = Some("s".into());
+        assert!(!id.joined);
+        // Saved before any registration: a crash while joining keeps the same host.
+        let again = Identity::load_or_new(dir.path()).unwrap();
+        assert_eq!(again.host_id, id.host_id);
+        assert_eq!(again.host_secret, id.host_secret);
+        id.joined = true;
         id.save().unwrap();
         let again = Identity::load_or_new(dir.path()).unwrap();
-        assert_eq!(again.host_id.as_deref(), Some("h1"));
+        assert!(again.joined);
         assert_eq!(again.agent_token, id.agent_token);
         let mode = std::fs::metadata(dir.path().join("identity.json"))
             .unwrap()

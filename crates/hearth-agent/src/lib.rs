@@ -80,7 +80,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let cancel = CancellationToken::new();
     let registrar = registration::Registrar::new(&config, advertise, info.clone())?;
     let interval = registrar.register(&mut identity, &cancel).await?;
-    let host_id = identity.host_id.clone().unwrap_or_default();
+    let host_id = identity.host_id.clone();
     tracing::info!(%host_id, %addr, "agent joined the manager");
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -62,7 +62,7 @@ impl Registrar {
         identity: &mut Identity,
         cancel: &CancellationToken,
     ) -> anyhow::Result<Duration> {
-        if identity.host_id.is_none() && self.join_token.is_none() {
+        if !identity.joined && self.join_token.is_none() {
             bail!("this agent has not joined a manager yet: pass --join-token (get one with `hearth host join-token`)");
         }
         let mut backoff = Duration::from_millis(200);
@@ -90,8 +90,8 @@ impl Registrar {
                 .as_ref()
                 .map(|t| t.expose_secret().to_string())
                 .unwrap_or_default(),
-            host_id: identity.host_id.clone().unwrap_or_default(),
-            host_secret: identity.host_secret.clone().unwrap_or_default(),
+            host_id: identity.host_id.clone(),
+            host_secret: identity.host_secret.clone(),
             address: self.advertise.clone(),
             agent_token: identity.agent_token.clone(),
             info: Some(self.probe.report().await),
@@ -99,11 +99,12 @@ impl Registrar {
         match client.register(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
-                identity.host_id = Some(resp.host_id);
-                identity.host_secret = Some(resp.host_secret);
-                identity
-                    .save()
-                    .map_err(|e| RegisterError::Refused(format!("cannot save identity: {e:#}")))?;
+                if !identity.joined {
+                    identity.joined = true;
+                    identity.save().map_err(|e| {
+                        RegisterError::Refused(format!("cannot save identity: {e:#}"))
+                    })?;
+                }
                 Ok(interval(resp.heartbeat_interval_ms))
             }
             Err(s)
@@ -133,8 +134,6 @@ impl Registrar {
                 Ok(next) => every = next,
                 Err(s) if matches!(s.code(), Code::Unauthenticated | Code::NotFound) => {
                     tracing::warn!(error = %s.message(), "the manager no longer knows this host; joining again");
-                    identity.host_id = None;
-                    identity.host_secret = None;
                     match self.register(&mut identity, &cancel).await {
                         Ok(next) => every = next,
                         Err(e) => {
@@ -150,11 +149,12 @@ impl Registrar {
     async fn heartbeat(&self, identity: &Identity) -> Result<Duration, tonic::Status> {
         let mut client = self.client();
         let req = pb::HeartbeatRequest {
-            host_id: identity.host_id.clone().unwrap_or_default(),
+            host_id: identity.host_id.clone(),
             info: Some(self.probe.report().await),
         };
-        let secret = identity.host_secret.clone().unwrap_or_default();
-        let resp = client.heartbeat(with_bearer(req, &secret)).await?;
+        let resp = client
+            .heartbeat(with_bearer(req, &identity.host_secret))
+            .await?;
         Ok(interval(resp.into_inner().heartbeat_interval_ms))
     }
 }

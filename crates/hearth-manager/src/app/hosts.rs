@@ -214,16 +214,34 @@ impl App {
                 "agent_token must be 32–256 characters".into(),
             ));
         }
-        let known = if !req.host_id.is_empty() && !req.host_secret.is_empty() {
-            match self.store().host(&req.host_id).await {
-                Ok(h) if h.id == req.host_id && h.secret_hash == sha256_hex(&req.host_secret) => {
-                    true
+        let valid_id = !req.host_id.is_empty()
+            && req.host_id.len() <= 64
+            && req
+                .host_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid_id {
+            return Err(RegistryError::Invalid(
+                "host_id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        if req.host_secret.len() < 32 || req.host_secret.len() > 256 {
+            return Err(RegistryError::Invalid(
+                "host_secret must be 32–256 characters".into(),
+            ));
+        }
+        let known = match self.store().host(&req.host_id).await {
+            Ok(h) if h.id == req.host_id => {
+                if h.secret_hash != sha256_hex(&req.host_secret) {
+                    return Err(RegistryError::Refused(format!(
+                        "host {} is registered with a different secret",
+                        req.host_id
+                    )));
                 }
-                Ok(_) | Err(StoreError::NotFound(_)) => false,
-                Err(e) => return Err(e.into()),
+                true
             }
-        } else {
-            false
+            Ok(_) | Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
         };
         if !known {
             if req.join_token.is_empty() {
@@ -241,11 +259,7 @@ impl App {
                 ));
             }
         }
-        let (host_id, host_secret) = if known {
-            (req.host_id.clone(), req.host_secret.clone())
-        } else {
-            (new_id(), random_secret("hh_"))
-        };
+        let (host_id, host_secret) = (req.host_id.clone(), req.host_secret.clone());
         let name = if report.hostname.is_empty() {
             host_id.clone()
         } else {
