@@ -112,6 +112,16 @@ impl From<&pb::HostInfo> for hearth_types::host::HostReport {
             capacity: h.capacity.as_ref().map(Into::into).unwrap_or_default(),
             accelerators: h.accelerators.iter().map(Into::into).collect(),
             vmms: h.vmms.iter().map(Into::into).collect(),
+            images: h
+                .images
+                .iter()
+                .map(|i| hearth_types::host::HostImage {
+                    name: i.name.clone(),
+                    kind: i.kind.clone(),
+                    kernel_version: i.kernel_version.clone(),
+                    size_bytes: i.size_bytes,
+                })
+                .collect(),
         }
     }
 }

@@ -4,22 +4,29 @@
 use std::path::{Path, PathBuf};
 
 use hearth_agent_api::pb;
-use hearth_types::host::{Accelerator, Resources};
+use hearth_types::host::Resources;
 
-#[derive(Debug, Clone)]
+use crate::accel::AccelState;
+use crate::image::Images;
+
+#[derive(Clone)]
 pub struct HostProbe {
     data_dir: PathBuf,
+    accel: AccelState,
+    images: Images,
 }
 
 impl HostProbe {
-    pub fn new(data_dir: &Path) -> HostProbe {
+    pub fn new(data_dir: &Path, accel: AccelState, images: Images) -> HostProbe {
         HostProbe {
             data_dir: data_dir.to_path_buf(),
+            accel,
+            images,
         }
     }
 
     pub async fn report(&self) -> pb::HostInfo {
-        let accelerators = accelerators();
+        let accelerators = self.accel.report();
         let kvm_usable = accelerators.iter().any(|a| a.name == "kvm" && a.usable);
         let vmms = hearth_vmm::discover_vmms(kvm_usable).await;
         pb::HostInfo {
@@ -31,6 +38,7 @@ impl HostProbe {
             capacity: Some(capacity(&self.data_dir).into()),
             accelerators: accelerators.into_iter().map(Into::into).collect(),
             vmms: vmms.into_iter().map(Into::into).collect(),
+            images: self.images.report(),
         }
     }
 }
@@ -62,30 +70,6 @@ fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// TCG is always there when QEMU is. KVM counts as usable only once a real guest has booted
-/// under it: a `/dev/kvm` that opens can still be a nested one that runs no ordinary kernel.
-pub fn accelerators() -> Vec<Accelerator> {
-    let kvm = if !Path::new("/dev/kvm").exists() {
-        Accelerator {
-            name: "kvm".into(),
-            usable: false,
-            reason: Some("/dev/kvm is missing".into()),
-        }
-    } else {
-        Accelerator {
-            name: "kvm".into(),
-            usable: false,
-            reason: Some("not yet proven by a guest boot".into()),
-        }
-    };
-    let tcg = Accelerator {
-        name: "tcg".into(),
-        usable: hearth_vmm::VmmKind::Qemu.locate().is_some(),
-        reason: None,
-    };
-    vec![kvm, tcg]
 }
 
 #[cfg(test)]

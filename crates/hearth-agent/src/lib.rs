@@ -7,11 +7,13 @@
 //! Start-up order matters: the RPC listener is bound first, so the address the agent
 //! registers is one that already answers.
 
+pub mod accel;
 pub mod host_info;
 pub mod identity;
 pub mod image;
 mod registration;
 mod service;
+pub mod vm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use identity::Identity;
+use image::Images;
 
 /// How an agent is started. Built from `hearth agent` flags, or by `hearth up`.
 #[derive(Debug, Clone)]
@@ -37,6 +40,14 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// The URL the manager should use to reach this agent; defaults to `http://<listen>`.
     pub advertise: Option<String>,
+    /// How long a guest may take from launch to its agent answering.
+    pub boot_timeout: std::time::Duration,
+    pub accel: accel::AccelMode,
+}
+
+impl AgentConfig {
+    /// The default boot bound: generous, since TCG on a busy 2-core host is slow.
+    pub const DEFAULT_BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 }
 
 /// A running agent. Dropping it does not stop it: call [`RunningAgent::shutdown`].
@@ -45,12 +56,16 @@ pub struct RunningAgent {
     pub host_id: String,
     cancel: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
+    vms: vm::Vms,
 }
 
 impl RunningAgent {
+    /// Stops serving and kills this agent's VMs (until VMs are re-adopted across agent
+    /// restarts, none may outlive it).
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.vms.shutdown_all().await;
     }
 
     /// Resolves when the agent stops (on shutdown, or when a task ends on its own).
@@ -76,15 +91,51 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         .unwrap_or_else(|| format!("http://{addr}"));
 
     let mut identity = Identity::load_or_new(&config.data_dir)?;
-    let info = host_info::HostProbe::new(&config.data_dir);
+    let images = Images::default();
+    let images_dir = config.data_dir.join("images");
+    let default = match tokio::task::spawn_blocking(move || image::build_default(&images_dir))
+        .await?
+    {
+        Ok(img) => {
+            images.insert("default", img.clone());
+            Some(img)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no default image: VMs cannot start here until this is fixed");
+            None
+        }
+    };
+    let accel = accel::AccelState::start(&config.data_dir, default, config.accel);
+    let run_root = config.data_dir.join("run").join("vms");
+    vm::reap_leftovers(&run_root);
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(256);
+    let hypervisor: Arc<dyn hearth_vmm::Hypervisor> = Arc::new(hearth_vmm::qemu::Qemu {
+        binary: hearth_vmm::VmmKind::Qemu
+            .locate()
+            .unwrap_or_else(|| "qemu-system-x86_64".into()),
+    });
+    let vms = vm::Vms::new(vm::VmHost {
+        hypervisor,
+        accel: accel.clone(),
+        images: images.clone(),
+        run_root,
+        boot_timeout: config.boot_timeout,
+        reports: reports_tx,
+    });
+    let info = host_info::HostProbe::new(&config.data_dir, accel, images);
     let cancel = CancellationToken::new();
-    let registrar = registration::Registrar::new(&config, advertise, info.clone())?;
+    let registrar = Arc::new(registration::Registrar::new(
+        &config,
+        advertise,
+        info.clone(),
+        vms.clone(),
+    )?);
     let interval = registrar.register(&mut identity, &cancel).await?;
     let host_id = identity.host_id.clone();
     tracing::info!(%host_id, %addr, "agent joined the manager");
 
     let mut tasks = tokio::task::JoinSet::new();
-    let service = service::AgentService::new(Arc::new(identity.clone()), info);
+    let service = service::AgentService::new(Arc::new(identity.clone()), info, vms.clone());
     let serve_cancel = cancel.clone();
     tasks.spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -96,6 +147,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             tracing::error!(error = %e, "agent API server stopped");
         }
     });
+    let (rep, rep_id, rep_cancel) = (registrar.clone(), identity.clone(), cancel.clone());
+    tasks.spawn(async move { rep.report_loop(rep_id, reports_rx, rep_cancel).await });
     let hb_cancel = cancel.clone();
     tasks.spawn(async move {
         registrar
@@ -107,5 +160,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         host_id,
         cancel,
         tasks,
+        vms,
     })
 }

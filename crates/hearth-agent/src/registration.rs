@@ -15,6 +15,7 @@ use tonic::Code;
 
 use crate::host_info::HostProbe;
 use crate::identity::Identity;
+use crate::vm::Vms;
 use crate::AgentConfig;
 
 pub struct Registrar {
@@ -23,6 +24,7 @@ pub struct Registrar {
     join_token: Option<secrecy::SecretString>,
     advertise: String,
     probe: HostProbe,
+    vms: Vms,
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -33,6 +35,7 @@ impl Registrar {
         config: &AgentConfig,
         advertise: String,
         probe: HostProbe,
+        vms: Vms,
     ) -> anyhow::Result<Registrar> {
         let manager_url = config.manager_url.trim_end_matches('/').to_string();
         // One channel for the agent's life: it reconnects by itself when the manager
@@ -48,6 +51,7 @@ impl Registrar {
             join_token: config.join_token.clone(),
             advertise,
             probe,
+            vms,
         })
     }
 
@@ -151,6 +155,7 @@ impl Registrar {
         let req = pb::HeartbeatRequest {
             host_id: identity.host_id.clone(),
             info: Some(self.probe.report().await),
+            vms: self.vms.list(),
         };
         let resp = client
             .heartbeat(with_bearer(req, &identity.host_secret))
@@ -166,4 +171,33 @@ enum RegisterError {
 
 fn interval(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms.clamp(100, 60_000)))
+}
+
+impl Registrar {
+    /// Pushes each VM state change to the manager as it happens. A report that cannot be
+    /// delivered is dropped: the next heartbeat carries every VM's state anyway.
+    pub async fn report_loop(
+        &self,
+        identity: Identity,
+        mut reports: tokio::sync::mpsc::Receiver<pb::VmStatus>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let vm = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = reports.recv() => match r { Some(vm) => vm, None => return },
+            };
+            let req = pb::ReportVmRequest {
+                host_id: identity.host_id.clone(),
+                vm: Some(vm),
+            };
+            if let Err(e) = self
+                .client()
+                .report_vm(with_bearer(req, &identity.host_secret))
+                .await
+            {
+                tracing::warn!(error = %e, "could not report a VM state; the heartbeat will");
+            }
+        }
+    }
 }

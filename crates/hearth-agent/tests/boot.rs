@@ -8,19 +8,18 @@ use std::time::{Duration, Instant};
 use hearth_guest_proto::client::GuestClient;
 use hearth_guest_proto::msg::{PtySize, Request, Response};
 use hearth_guest_proto::Kind;
-use hearth_vmm::qemu::{Accel, QemuSpec, QemuVm};
+use hearth_vmm::qemu::{serial_tail, Qemu};
+use hearth_vmm::{Accel, Hypervisor, VmConfig};
 
 /// Kills QEMU if the test ends early.
-struct Guard(Option<QemuVm>);
+struct Guard(u32);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(vm) = &self.0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(vm.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -40,10 +39,12 @@ async fn boots_a_guest_and_serves_the_protocol() {
     let image = hearth_agent::image::build_default(&data.path().join("images"))
         .expect("default image builds");
     let run_dir = data.path().join("vm");
-    let spec = QemuSpec {
+    let qemu = Qemu {
         binary: hearth_vmm::VmmKind::Qemu
             .locate()
             .expect("qemu-system-x86_64 installed"),
+    };
+    let config = VmConfig {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         vcpus: 1,
@@ -53,12 +54,15 @@ async fn boots_a_guest_and_serves_the_protocol() {
         run_dir: run_dir.clone(),
     };
     let started = Instant::now();
-    let mut guard = Guard(Some(QemuVm::launch(spec).await.expect("qemu starts")));
-    let vm = guard.0.as_ref().unwrap();
-    let stream = vm.guest_stream().await.unwrap();
+    let vm = qemu.launch(&config).await.expect("qemu starts");
+    let _guard = Guard(vm.pid);
+    let stream = vm.control.guest_stream().await.unwrap();
     let guest = match GuestClient::connect(stream, Duration::from_secs(90)).await {
         Ok(g) => g,
-        Err(e) => panic!("guest did not answer: {e}\nserial:\n{}", vm.serial_tail(30)),
+        Err(e) => panic!(
+            "guest did not answer: {e}\nserial:\n{}",
+            serial_tail(&config.serial_log(), 30)
+        ),
     };
     eprintln!("guest answered after {:?}", started.elapsed());
     assert!(guest.hello.agent.starts_with("hearth-guest/"));
@@ -208,9 +212,9 @@ async fn boots_a_guest_and_serves_the_protocol() {
             .unwrap(),
         Response::Ok
     );
-    let mut vm = guard.0.take().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), vm.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), vm.exit)
         .await
-        .expect("QEMU exits after power-off");
-    assert!(status.is_ok());
+        .expect("QEMU exits after power-off")
+        .unwrap();
+    assert_eq!(status, "exit status: 0");
 }

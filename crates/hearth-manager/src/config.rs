@@ -26,6 +26,10 @@ pub struct ManagerConfig {
     pub host_down_after_ms: u64,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How many vCPUs may be promised per host CPU.
+    pub cpu_overcommit: f64,
+    /// How much memory may be promised per MiB a host has.
+    pub memory_overcommit: f64,
 }
 
 /// The defaults, as the first configuration layer.
@@ -37,6 +41,8 @@ struct Defaults {
     heartbeat_interval_ms: u32,
     host_down_after_ms: u64,
     max_body_bytes: usize,
+    cpu_overcommit: f64,
+    memory_overcommit: f64,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
@@ -56,6 +62,8 @@ impl Default for Defaults {
             heartbeat_interval_ms: 5_000,
             host_down_after_ms: 15_000,
             max_body_bytes: 1024 * 1024,
+            cpu_overcommit: 4.0,
+            memory_overcommit: 1.0,
         }
     }
 }
@@ -125,6 +133,8 @@ impl ManagerConfig {
             heartbeat_interval_ms: d.heartbeat_interval_ms,
             host_down_after_ms: d.host_down_after_ms,
             max_body_bytes: d.max_body_bytes,
+            cpu_overcommit: d.cpu_overcommit,
+            memory_overcommit: d.memory_overcommit,
         }
     }
 

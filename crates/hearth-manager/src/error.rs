@@ -23,6 +23,8 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Timeout(_) => ErrorCode::Timeout,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::TooManyRequests { .. } => ErrorCode::TooManyRequests,
@@ -61,6 +64,29 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
             other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// What an agent answered, as the user should see it. The agent's messages are written for
+/// people; transport failures say which part is unreachable.
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let msg = s.message().to_string();
+        match s.code() {
+            Code::InvalidArgument => ApiError::BadRequest(msg),
+            Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists => {
+                ApiError::Conflict(msg)
+            }
+            Code::ResourceExhausted => ApiError::Unavailable(msg),
+            Code::DeadlineExceeded => {
+                ApiError::Unavailable(format!("the host's agent did not answer in time: {msg}"))
+            }
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                ApiError::Unavailable(format!("the host's agent is unreachable or failed: {msg}"))
+            }
+            _ => ApiError::Internal(anyhow::anyhow!("agent RPC failed: {s}")),
         }
     }
 }

@@ -42,6 +42,18 @@ impl Registry for RegistryService {
             .map_err(status)
     }
 
+    async fn report_vm(
+        &self,
+        req: Request<pb::ReportVmRequest>,
+    ) -> Result<Response<pb::ReportVmResponse>, Status> {
+        let secret = bearer(&req).map(str::to_string);
+        self.app
+            .report_vm(secret.as_deref(), req.into_inner())
+            .await
+            .map(|()| Response::new(pb::ReportVmResponse {}))
+            .map_err(status)
+    }
+
     async fn heartbeat(
         &self,
         req: Request<pb::HeartbeatRequest>,

@@ -17,6 +17,8 @@ fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> Ag
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
+        boot_timeout: AgentConfig::DEFAULT_BOOT_TIMEOUT,
+        accel: hearth_agent::accel::AccelMode::Tcg,
     }
 }
 

@@ -12,6 +12,7 @@
 mod auth;
 mod events;
 mod hosts;
+mod vms;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use auth::{ApiKeyRow, SessionPrincipal};
 pub use hosts::{HostRecord, NewHost};
+pub use vms::{Observed, VmRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

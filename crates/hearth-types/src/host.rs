@@ -58,6 +58,8 @@ pub struct Host {
     pub allocated: Resources,
     pub accelerators: Vec<Accelerator>,
     pub vmms: Vec<VmmInfo>,
+    /// The images this host can boot.
+    pub images: Vec<HostImage>,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
@@ -84,4 +86,15 @@ pub struct HostReport {
     pub capacity: Resources,
     pub accelerators: Vec<Accelerator>,
     pub vmms: Vec<VmmInfo>,
+    #[serde(default)]
+    pub images: Vec<HostImage>,
+}
+
+/// An image an agent has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostImage {
+    pub name: String,
+    pub kind: String,
+    pub kernel_version: String,
+    pub size_bytes: u64,
 }

@@ -7,8 +7,9 @@
 //! any → failed, any → deleting
 //! ```
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +83,182 @@ impl std::fmt::Display for VmState {
     }
 }
 
+/// What a user asks a VM to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A VM as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Vm {
+    pub id: String,
+    pub name: String,
+    /// What the VM's agent last observed.
+    pub state: VmState,
+    pub desired_state: DesiredState,
+    /// The host it is placed on.
+    pub host_id: Option<String>,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// `qemu`, `firecracker` or `cloud-hypervisor`.
+    pub vmm: String,
+    /// `kvm` or `tcg`, once started.
+    pub accelerator: Option<String>,
+    /// Why it failed or stopped by itself.
+    pub reason: Option<String>,
+    /// The last serial console lines, kept when it failed.
+    pub console_tail: Option<String>,
+    /// Launch to guest agent answering, for the last boot.
+    pub boot_ms: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/vms`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    /// 1–63 lowercase letters, digits and dashes; also the guest's hostname.
+    pub name: String,
+    /// An image name (default `default`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// 1–64 (default 1).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// 64–1048576 (default 256).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Start it at once (default true).
+    #[serde(default)]
+    pub start: Option<bool>,
+    /// Pin it to a host (id or name).
+    #[serde(default)]
+    pub host_id: Option<String>,
+}
+
+/// `PATCH /v1/vms/{id}`: size changes apply at the next start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVm {
+    pub name: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StopQuery {
+    /// Kill the VMM instead of shutting the guest down.
+    pub force: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// The state to wait for (default `running`).
+    pub state: Option<VmState>,
+    /// At most this long (1–600 s, default 60).
+    pub timeout_s: Option<u64>,
+}
+
+/// `POST /v1/vms/{id}/exec`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecVm {
+    /// The program and its arguments (no shell: use `["sh","-c","…"]` for one).
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Text fed to the command's stdin (at most 1 MiB).
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Killed after this long (1–3600 s, default 60).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    /// The command's exit code, or 128 + signal when a signal ended it.
+    pub exit_code: i32,
+    /// UTF-8 (invalid bytes replaced).
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    /// Output beyond 8 MiB per stream was dropped.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmMetrics {
+    pub cpu_percent: f64,
+    pub memory_total_mib: f64,
+    pub memory_used_mib: f64,
+    pub disk_total_mib: f64,
+    pub disk_used_mib: f64,
+    pub uptime_s: f64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub processes: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsoleQuery {
+    /// How much of the log's end to return (bytes, at most 1048576, default 65536).
+    pub tail_bytes: Option<u64>,
+}
+
+/// An image some host can boot.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    pub name: String,
+    /// `initramfs` (a kernel plus an initramfs).
+    pub kind: String,
+    pub kernel_version: String,
+    pub size_bytes: u64,
+    /// The hosts that have it.
+    pub hosts: Vec<String>,
+}
+
+/// Checks a VM name: 1–63 lowercase letters, digits and dashes, not starting or ending
+/// with a dash (it becomes the guest's hostname).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid VM name {name:?}: use 1–63 lowercase letters, digits and dashes, \
+             not starting or ending with a dash"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::VmState::*;
@@ -98,6 +275,14 @@ mod tests {
         assert!(!Running.can_become(Starting));
         assert!(!Deleting.can_become(Running));
         assert!(!Deleting.can_become(Failed));
+    }
+
+    #[test]
+    fn names_are_hostnames() {
+        assert!(super::check_name("web-1").is_ok());
+        for bad in ["", "-a", "a-", "Web", "a_b", &"x".repeat(64)] {
+            assert!(super::check_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

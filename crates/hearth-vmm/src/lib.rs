@@ -1,10 +1,104 @@
 //! VMM drivers and what a host can run.
 //!
 //! [`discover`] finds the VMM binaries on a host and says, for each, whether it is usable and
-//! why not. The drivers themselves (one module per VMM, behind one trait) live here too, so
-//! the agent never builds a command line or speaks a VMM's API itself.
+//! why not. Each driver implements [`Hypervisor`]: it turns a [`VmConfig`] into a running VMM
+//! process and hands back a [`Launched`] — the process's exit as a future and a
+//! [`VmControl`] to reach the guest channel, ask for an ACPI power-off or kill it. The agent
+//! never builds a command line or speaks a VMM's API itself.
 
 pub mod discover;
 pub mod qemu;
+pub mod qmp;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 pub use discover::{discover_vmms, VmmKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What to boot. The run dir holds everything of this VM's run: sockets, serial log, pid
+/// file, disks.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub accel: Accel,
+    pub hostname: String,
+    pub run_dir: PathBuf,
+}
+
+impl VmConfig {
+    pub fn serial_log(&self) -> PathBuf {
+        self.run_dir.join("serial.log")
+    }
+}
+
+/// A byte stream to the guest agent.
+pub trait GuestIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> GuestIo for T {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("starting {vmm}: {source}")]
+    Spawn {
+        vmm: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{vmm} exited at start ({status}): {stderr}")]
+    EarlyExit {
+        vmm: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("{vmm} did not create its sockets within {secs} s")]
+    StartTimeout { vmm: &'static str, secs: u64 },
+    #[error(transparent)]
+    Qmp(#[from] qmp::QmpError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A VMM process that has started.
+pub struct Launched {
+    pub pid: u32,
+    /// Resolves with a description of how the process ended ("exit status: 0", "signal: 9").
+    pub exit: oneshot::Receiver<String>,
+    pub control: std::sync::Arc<dyn VmControl>,
+}
+
+/// A driver: knows how to start one kind of VMM.
+#[async_trait]
+pub trait Hypervisor: Send + Sync {
+    fn kind(&self) -> VmmKind;
+    async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError>;
+}
+
+/// What can be done to a running VMM besides waiting for it.
+#[async_trait]
+pub trait VmControl: Send + Sync {
+    /// A new connection to the guest agent's channel.
+    async fn guest_stream(&self) -> Result<Box<dyn GuestIo>, VmmError>;
+    /// Asks the guest to power off as if its power button was pressed.
+    async fn power_off(&self) -> Result<(), VmmError>;
+    /// Kills the VMM. The exit future resolves soon after.
+    fn kill(&self);
+}

@@ -3,120 +3,212 @@
 //!
 //! The guest channel is a virtio-serial port backed by a Unix socket QEMU listens on
 //! (`guest.sock`); it survives the host side reconnecting and snapshots. The serial console
-//! goes to `serial.log`. QEMU runs in its own process group, so it outlives an agent restart.
+//! goes to `serial.log`; QMP listens on `qmp.sock`. QEMU runs in its own process group, so a
+//! signal meant for the agent's terminal does not reach it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::qmp::Qmp;
+use crate::{Accel, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind};
 
 /// The virtio-serial port name the guest agent looks for.
 pub const GUEST_PORT: &str = "org.hearth.guest.0";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
+/// How long QEMU gets to create its sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Accel {
-    pub fn name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
+/// The files of a QEMU VM's run dir.
+pub struct RunDir<'a>(pub &'a Path);
 
-#[derive(Debug, Clone)]
-pub struct QemuSpec {
-    pub binary: PathBuf,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub accel: Accel,
-    pub hostname: String,
-    pub run_dir: PathBuf,
-}
-
-impl QemuSpec {
+impl RunDir<'_> {
     pub fn guest_socket(&self) -> PathBuf {
-        self.run_dir.join("guest.sock")
+        self.0.join("guest.sock")
     }
     pub fn qmp_socket(&self) -> PathBuf {
-        self.run_dir.join("qmp.sock")
+        self.0.join("qmp.sock")
     }
     pub fn serial_log(&self) -> PathBuf {
-        self.run_dir.join("serial.log")
+        self.0.join("serial.log")
     }
     pub fn pid_file(&self) -> PathBuf {
-        self.run_dir.join("qemu.pid")
+        self.0.join("qemu.pid")
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.0.join("qemu.stderr")
+    }
+}
+
+/// The kernel command line.
+pub fn append(config: &VmConfig) -> String {
+    let mut a = format!(
+        "console=ttyS0 panic=-1 quiet hearth.hostname={}",
+        config.hostname
+    );
+    if config.accel == Accel::Tcg {
+        // microvm has no HPET or PM timer: without this a busy host can hang TSC
+        // calibration forever.
+        if let Some(khz) = host_tsc_khz() {
+            a.push_str(&format!(" tsc_early_khz={khz}"));
+        }
+    }
+    a
+}
+
+/// QEMU's arguments (without the binary).
+pub fn args(config: &VmConfig) -> Vec<String> {
+    let rd = RunDir(&config.run_dir);
+    let p = |p: &Path| p.display().to_string();
+    let mut args: Vec<String> = vec![
+        "-M".into(),
+        "microvm,isa-serial=on,pit=on,pic=on,rtc=on".into(),
+        "-accel".into(),
+        config.accel.name().into(),
+    ];
+    if config.accel == Accel::Kvm {
+        args.extend(["-cpu".into(), "host".into()]);
+    }
+    args.extend([
+        "-m".into(),
+        format!("{}M", config.memory_mib),
+        "-smp".into(),
+        config.vcpus.to_string(),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-nographic".into(),
+        "-no-reboot".into(),
+        "-serial".into(),
+        format!("file:{}", p(&rd.serial_log())),
+        "-kernel".into(),
+        p(&config.kernel),
+        "-initrd".into(),
+        p(&config.initrd),
+        "-append".into(),
+        append(config),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        format!(
+            "socket,id=guest0,path={},server=on,wait=off",
+            p(&rd.guest_socket())
+        ),
+        "-device".into(),
+        format!("virtserialport,chardev=guest0,name={GUEST_PORT}"),
+        "-device".into(),
+        "virtio-rng-device".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", p(&rd.qmp_socket())),
+        "-pidfile".into(),
+        p(&rd.pid_file()),
+    ]);
+    args
+}
+
+/// The QEMU driver.
+pub struct Qemu {
+    pub binary: PathBuf,
+}
+
+#[async_trait]
+impl Hypervisor for Qemu {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Qemu
     }
 
-    /// The kernel command line.
-    pub fn append(&self) -> String {
-        let mut a = format!(
-            "console=ttyS0 panic=-1 quiet hearth.hostname={}",
-            self.hostname
-        );
-        if self.accel == Accel::Tcg {
-            // microvm has no HPET or PM timer: without this a busy host can hang TSC
-            // calibration forever.
-            if let Some(khz) = host_tsc_khz() {
-                a.push_str(&format!(" tsc_early_khz={khz}"));
+    async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
+        let rd = RunDir(&config.run_dir);
+        std::fs::create_dir_all(&config.run_dir)?;
+        for f in [rd.guest_socket(), rd.qmp_socket(), rd.pid_file()] {
+            let _ = std::fs::remove_file(f);
+        }
+        let stderr = std::fs::File::create(rd.stderr_log())?;
+        let mut child = tokio::process::Command::new(&self.binary)
+            .args(args(config))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| VmmError::Spawn {
+                vmm: "qemu",
+                source,
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while !(rd.guest_socket().exists() && rd.qmp_socket().exists()) {
+            if let Some(status) = child.try_wait()? {
+                let stderr = std::fs::read_to_string(rd.stderr_log()).unwrap_or_default();
+                return Err(VmmError::EarlyExit {
+                    vmm: "qemu",
+                    status: status.to_string(),
+                    stderr: stderr.trim().to_string(),
+                });
             }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(VmmError::StartTimeout {
+                    vmm: "qemu",
+                    secs: START_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        a
+        // One task owns the child: it reaps it (so a kill never hits a reused PID) and
+        // reports how it ended.
+        let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+        let (exit_tx, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    s = child.wait() => break s,
+                    Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
+                }
+            };
+            let what = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            let _ = exit_tx.send(what);
+        });
+        Ok(Launched {
+            pid,
+            exit,
+            control: std::sync::Arc::new(QemuControl {
+                run_dir: config.run_dir.clone(),
+                kill: kill_tx,
+            }),
+        })
+    }
+}
+
+struct QemuControl {
+    run_dir: PathBuf,
+    kill: mpsc::Sender<()>,
+}
+
+#[async_trait]
+impl VmControl for QemuControl {
+    async fn guest_stream(&self) -> Result<Box<dyn GuestIo>, VmmError> {
+        let s = UnixStream::connect(RunDir(&self.run_dir).guest_socket()).await?;
+        Ok(Box::new(s))
     }
 
-    /// QEMU's arguments (without the binary).
-    pub fn args(&self) -> Vec<String> {
-        let p = |p: PathBuf| p.display().to_string();
-        let mut args: Vec<String> = vec![
-            "-M".into(),
-            "microvm,isa-serial=on,pit=on,pic=on,rtc=on".into(),
-            "-accel".into(),
-            self.accel.name().into(),
-        ];
-        if self.accel == Accel::Kvm {
-            args.extend(["-cpu".into(), "host".into()]);
-        }
-        args.extend([
-            "-m".into(),
-            format!("{}M", self.memory_mib),
-            "-smp".into(),
-            self.vcpus.to_string(),
-            "-nodefaults".into(),
-            "-no-user-config".into(),
-            "-nographic".into(),
-            "-no-reboot".into(),
-            "-serial".into(),
-            format!("file:{}", p(self.serial_log())),
-            "-kernel".into(),
-            p(self.kernel.clone()),
-            "-initrd".into(),
-            p(self.initrd.clone()),
-            "-append".into(),
-            self.append(),
-            "-device".into(),
-            "virtio-serial-device".into(),
-            "-chardev".into(),
-            format!(
-                "socket,id=guest0,path={},server=on,wait=off",
-                p(self.guest_socket())
-            ),
-            "-device".into(),
-            format!("virtserialport,chardev=guest0,name={GUEST_PORT}"),
-            "-device".into(),
-            "virtio-rng-device".into(),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", p(self.qmp_socket())),
-            "-pidfile".into(),
-            p(self.pid_file()),
-        ]);
-        args
+    async fn power_off(&self) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
+        qmp.execute("system_powerdown", None).await?;
+        Ok(())
+    }
+
+    fn kill(&self) {
+        let _ = self.kill.try_send(());
     }
 }
 
@@ -134,89 +226,17 @@ pub fn host_tsc_khz() -> Option<u64> {
     Some((mhz * 1000.0).round() as u64)
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum QemuError {
-    #[error("starting QEMU: {0}")]
-    Spawn(std::io::Error),
-    #[error("QEMU exited at start ({status}): {stderr}")]
-    EarlyExit { status: String, stderr: String },
-    #[error("the guest channel did not open within {0:?}")]
-    ChannelTimeout(Duration),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-/// A running QEMU process.
-pub struct QemuVm {
-    pub spec: QemuSpec,
-    pub pid: u32,
-    child: tokio::process::Child,
-}
-
-impl QemuVm {
-    /// Starts QEMU and waits (briefly) until its sockets exist.
-    pub async fn launch(spec: QemuSpec) -> Result<QemuVm, QemuError> {
-        std::fs::create_dir_all(&spec.run_dir)?;
-        for f in [spec.guest_socket(), spec.qmp_socket(), spec.pid_file()] {
-            let _ = std::fs::remove_file(f);
-        }
-        let stderr = std::fs::File::create(spec.run_dir.join("qemu.stderr"))?;
-        let mut child = tokio::process::Command::new(&spec.binary)
-            .args(spec.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(QemuError::Spawn)?;
-        let pid = child.id().unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !(spec.guest_socket().exists() && spec.qmp_socket().exists()) {
-            if let Some(status) = child.try_wait()? {
-                let stderr =
-                    std::fs::read_to_string(spec.run_dir.join("qemu.stderr")).unwrap_or_default();
-                return Err(QemuError::EarlyExit {
-                    status: status.to_string(),
-                    stderr: stderr.trim().to_string(),
-                });
-            }
-            if tokio::time::Instant::now() > deadline {
-                let _ = child.start_kill();
-                return Err(QemuError::ChannelTimeout(Duration::from_secs(10)));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(QemuVm { spec, pid, child })
-    }
-
-    /// A byte stream to the guest agent's port.
-    pub async fn guest_stream(&self) -> Result<UnixStream, QemuError> {
-        Ok(UnixStream::connect(self.spec.guest_socket()).await?)
-    }
-
-    /// Whether QEMU has exited, and how.
-    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.child.wait().await
-    }
-
-    /// Kills QEMU and waits for it.
-    pub async fn kill(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-
-    /// The last `n` lines of the serial log.
-    pub fn serial_tail(&self, n: usize) -> String {
-        serial_tail(&self.spec.serial_log(), n)
-    }
-}
-
+/// The last `n` lines of a serial log (read from its last 64 KiB).
 pub fn serial_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -225,9 +245,8 @@ pub fn serial_tail(path: &Path, n: usize) -> String {
 mod tests {
     use super::*;
 
-    fn spec(accel: Accel) -> QemuSpec {
-        QemuSpec {
-            binary: "qemu-system-x86_64".into(),
+    fn config(accel: Accel) -> VmConfig {
+        VmConfig {
             kernel: "/boot/vmlinuz".into(),
             initrd: "/x/initrd".into(),
             vcpus: 2,
@@ -240,7 +259,7 @@ mod tests {
 
     #[test]
     fn command_line_follows_the_platform_notes() {
-        let a = spec(Accel::Tcg).args().join(" ");
+        let a = args(&config(Accel::Tcg)).join(" ");
         assert!(
             a.contains("-M microvm,isa-serial=on,pit=on,pic=on,rtc=on -accel tcg"),
             "{a}"
@@ -256,7 +275,7 @@ mod tests {
         if host_tsc_khz().is_some() {
             assert!(a.contains("tsc_early_khz="));
         }
-        let k = spec(Accel::Kvm).args().join(" ");
+        let k = args(&config(Accel::Kvm)).join(" ");
         assert!(k.contains("-accel kvm -cpu host") && !k.contains("tsc_early_khz"));
     }
 }

@@ -40,6 +40,21 @@ pub struct AgentArgs {
     /// The URL the manager should use to reach this agent [default: http://LISTEN]
     #[arg(long, env = "HEARTH_AGENT_ADVERTISE")]
     pub advertise: Option<String>,
+    /// How long a guest may take to boot before its VM is marked failed, in seconds
+    #[arg(long, env = "HEARTH_BOOT_TIMEOUT_S", default_value_t = 90)]
+    pub boot_timeout_s: u64,
+    /// auto: use KVM once a probe guest boots under it, TCG otherwise; kvm; tcg
+    #[arg(long, env = "HEARTH_ACCEL", default_value = "auto")]
+    pub accel: hearth_agent::accel::AccelMode,
+}
+
+/// The boot bound for `hearth up`'s own agent.
+fn up_boot_timeout() -> std::time::Duration {
+    std::env::var("HEARTH_BOOT_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(hearth_agent::AgentConfig::DEFAULT_BOOT_TIMEOUT)
 }
 
 pub fn init_logging() {
@@ -124,6 +139,13 @@ pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: agent_dir,
         listen: "127.0.0.1:0".parse().expect("valid address"),
         advertise: None,
+        boot_timeout: up_boot_timeout(),
+        accel: std::env::var("HEARTH_ACCEL")
+            .ok()
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!("HEARTH_ACCEL: {e}"))?
+            .unwrap_or_default(),
     })
     .await
     .context("starting the local agent")?;
@@ -140,6 +162,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen: args.listen,
         advertise: args.advertise,
+        boot_timeout: std::time::Duration::from_secs(args.boot_timeout_s.clamp(1, 3600)),
+        accel: args.accel,
     })
     .await?;
     eprintln!("agent {} listening on {}", agent.host_id, agent.addr);

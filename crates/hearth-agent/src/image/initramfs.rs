@@ -148,7 +148,12 @@ pub fn build_default(images_dir: &Path) -> anyhow::Result<DefaultImage> {
             .arg("--list-full")
             .output()
             .context("listing busybox applets")?;
-        let tmp = initrd.with_extension("tmp");
+        // Unique per builder: agents sharing an images dir may build at once.
+        let tmp = initrd.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            crate::identity::random_token(4)
+        ));
         let mut w = CpioWriter::new(std::io::BufWriter::new(std::fs::File::create(&tmp)?));
         for d in [
             "bin",

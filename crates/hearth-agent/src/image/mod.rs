@@ -6,3 +6,46 @@ pub mod cpio;
 pub mod initramfs;
 
 pub use initramfs::{build_default, DefaultImage};
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use hearth_agent_api::pb;
+
+/// The images this agent can boot, by name.
+#[derive(Clone, Default)]
+pub struct Images {
+    by_name: Arc<RwLock<BTreeMap<String, DefaultImage>>>,
+}
+
+impl Images {
+    pub fn insert(&self, name: &str, image: DefaultImage) {
+        self.by_name
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), image);
+    }
+
+    pub fn get(&self, name: &str) -> Option<DefaultImage> {
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn report(&self) -> Vec<pb::ImageInfo> {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, i)| pb::ImageInfo {
+                name: name.clone(),
+                kind: "initramfs".into(),
+                kernel_version: i.kernel_version.clone(),
+                size_bytes: size(&i.kernel) + size(&i.initrd),
+            })
+            .collect()
+    }
+}

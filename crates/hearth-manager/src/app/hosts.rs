@@ -54,8 +54,12 @@ pub struct HostClient {
 }
 
 impl HostClient {
+    /// A request carrying the agent's token and the default deadline (a call may
+    /// lengthen it with `set_timeout`).
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        with_bearer(msg, &self.token)
+        let mut req = with_bearer(msg, &self.token);
+        req.set_timeout(AGENT_RPC_TIMEOUT);
+        req
     }
 
     pub fn rpc(&self) -> AgentClient<Channel> {
@@ -83,8 +87,7 @@ impl AgentClients {
             .map_err(|e| {
                 ApiError::Unavailable(format!("host {} has a bad address: {e}", host.name))
             })?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(AGENT_RPC_TIMEOUT);
+            .connect_timeout(Duration::from_secs(5));
         let client = HostClient {
             client: AgentClient::new(endpoint.connect_lazy()),
             token: host.agent_token.clone(),
@@ -95,7 +98,7 @@ impl AgentClients {
 }
 
 impl App {
-    fn host_view(&self, r: HostRecord) -> Host {
+    fn host_view(&self, r: HostRecord, allocated: Resources) -> Host {
         let report: HostReport = serde_json::from_value(r.info.clone()).unwrap_or_default();
         let fresh = r
             .last_heartbeat_at_ms
@@ -113,9 +116,10 @@ impl App {
             cordoned: r.cordoned,
             agent_version: report.agent_version,
             capacity: report.capacity,
-            allocated: Resources::default(),
+            allocated,
             accelerators: report.accelerators,
             vmms: report.vmms,
+            images: report.images,
             registered_at: to_time(r.registered_at_ms),
             last_heartbeat_at: r.last_heartbeat_at_ms.map(to_time),
         }
@@ -160,16 +164,51 @@ impl App {
         limit: Option<u32>,
     ) -> ApiResult<Page<Host>> {
         let p = self.store().list_hosts(cursor, page_limit(limit)?).await?;
-        Ok(page(p, |h| self.host_view(h)))
+        let alloc = self.allocations().await?;
+        Ok(page(p, |h| {
+            let a = alloc.get(&h.id).copied().unwrap_or_default();
+            self.host_view(h, a)
+        }))
     }
 
     pub async fn host(&self, id_or_name: &str) -> ApiResult<Host> {
-        Ok(self.host_view(self.store().host(id_or_name).await?))
+        let h = self.store().host(id_or_name).await?;
+        let a = self
+            .allocations()
+            .await?
+            .get(&h.id)
+            .copied()
+            .unwrap_or_default();
+        Ok(self.host_view(h, a))
     }
 
     pub async fn set_cordoned(&self, id_or_name: &str, cordoned: bool) -> ApiResult<Host> {
         let h = self.store().host(id_or_name).await?;
-        Ok(self.host_view(self.store().set_host_cordoned(&h.id, cordoned).await?))
+        let a = self
+            .allocations()
+            .await?
+            .get(&h.id)
+            .copied()
+            .unwrap_or_default();
+        Ok(self.host_view(self.store().set_host_cordoned(&h.id, cordoned).await?, a))
+    }
+
+    /// All hosts with what they report and have allocated, for placement.
+    pub(crate) async fn hosts_for_placement(&self) -> ApiResult<Vec<Host>> {
+        let alloc = self.allocations().await?;
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let p = self.store().list_hosts(cursor.as_deref(), 1000).await?;
+            for h in p.items {
+                let a = alloc.get(&h.id).copied().unwrap_or_default();
+                out.push(self.host_view(h, a));
+            }
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
     }
 
     pub async fn remove_host(&self, id_or_name: &str) -> ApiResult<()> {
@@ -295,28 +334,52 @@ impl App {
         })
     }
 
-    pub async fn heartbeat(
+    /// The host a registry call claims to come from, if its secret proves it.
+    async fn authenticate_host(
         &self,
         secret: Option<&str>,
-        req: pb::HeartbeatRequest,
-    ) -> Result<pb::HeartbeatResponse, RegistryError> {
-        let host = match self.store().host(&req.host_id).await {
-            Ok(h) if h.id == req.host_id => h,
+        host_id: &str,
+    ) -> Result<HostRecord, RegistryError> {
+        let host = match self.store().host(host_id).await {
+            Ok(h) if h.id == host_id => h,
             Ok(_) | Err(StoreError::NotFound(_)) => {
-                return Err(RegistryError::UnknownHost(req.host_id))
+                return Err(RegistryError::UnknownHost(host_id.to_string()))
             }
             Err(e) => return Err(e.into()),
         };
         if secret.map(sha256_hex).as_deref() != Some(host.secret_hash.as_str()) {
             return Err(RegistryError::Refused("wrong host secret".into()));
         }
+        Ok(host)
+    }
+
+    pub async fn heartbeat(
+        &self,
+        secret: Option<&str>,
+        req: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatResponse, RegistryError> {
+        let host = self.authenticate_host(secret, &req.host_id).await?;
         let report = req.info.as_ref().map(HostReport::from).unwrap_or_default();
         let info_json =
             serde_json::to_value(&report).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         self.store().heartbeat_host(&host.id, &info_json).await?;
+        self.reconcile_host_vms(&host.id, &req.vms).await?;
         Ok(pb::HeartbeatResponse {
             heartbeat_interval_ms: self.config().heartbeat_interval_ms,
         })
+    }
+
+    pub async fn report_vm(
+        &self,
+        secret: Option<&str>,
+        req: pb::ReportVmRequest,
+    ) -> Result<(), RegistryError> {
+        let host = self.authenticate_host(secret, &req.host_id).await?;
+        let vm = req
+            .vm
+            .ok_or_else(|| RegistryError::Invalid("vm is required".into()))?;
+        self.apply_vm_status(&host.id, &vm).await?;
+        Ok(())
     }
 
     async fn record_rpc_event(&self, host_name: &str, action: &str, target: &str) {

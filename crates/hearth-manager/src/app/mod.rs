@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod hosts;
 pub mod throttle;
+pub mod vms;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ mod hosts;
 mod ops;
 pub mod policy;
 mod users;
+mod vms;
 
 use std::time::Instant;
 
@@ -45,7 +46,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "images"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -81,6 +82,17 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(hosts::cordon_host))
         .routes(routes!(hosts::uncordon_host))
         .routes(routes!(hosts::create_join_token))
+        .routes(routes!(vms::list_vms, vms::create_vm))
+        .routes(routes!(vms::get_vm, vms::update_vm, vms::delete_vm))
+        .routes(routes!(vms::start_vm))
+        .routes(routes!(vms::stop_vm))
+        .routes(routes!(vms::reboot_vm))
+        .routes(routes!(vms::wait_vm))
+        .routes(routes!(vms::exec_vm))
+        .routes(routes!(vms::console_vm))
+        .routes(routes!(vms::shell_vm))
+        .routes(routes!(vms::metrics_vm))
+        .routes(routes!(vms::list_images))
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

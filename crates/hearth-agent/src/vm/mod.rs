@@ -1,0 +1,220 @@
+//! The VMs on this host. Each VM is owned by one task ([`owner`]); everything else holds an
+//! [`OwnerHandle`] and sends it commands over a bounded mailbox (full → "busy, retry") or
+//! reads the state it publishes. The registry maps VM ids to handles and turns RPC-level
+//! requests into commands; it never touches a VMM itself.
+//!
+//! The manager sends a VM's whole spec with every start, so the agent keeps no database: a
+//! VM it does not know is simply one it has not been asked to start.
+
+mod owner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hearth_agent_api::pb;
+use hearth_guest_proto::client::GuestClient;
+use hearth_types::vm::VmState;
+use hearth_vmm::Hypervisor;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::accel::AccelState;
+use crate::image::Images;
+
+pub use owner::VmSpec;
+
+/// How many commands may wait for one VM's owner.
+const MAILBOX: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("this agent has no VM {0}")]
+    NotFound(String),
+    #[error("VM is {state}: cannot {op}")]
+    WrongState { state: VmState, op: &'static str },
+    #[error("VM {0} is busy with other requests; retry")]
+    Busy(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the rest of the agent shares with every owner.
+pub struct VmHost {
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub accel: AccelState,
+    pub images: Images,
+    pub run_root: PathBuf,
+    /// How long a guest may take from launch to its agent answering.
+    pub boot_timeout: Duration,
+    /// Status changes, pushed to the manager.
+    pub reports: mpsc::Sender<pb::VmStatus>,
+}
+
+enum Command {
+    Start(VmSpec, oneshot::Sender<Result<pb::VmStatus, VmError>>),
+    Stop(bool, oneshot::Sender<Result<pb::VmStatus, VmError>>),
+    Reboot(oneshot::Sender<Result<pb::VmStatus, VmError>>),
+    Delete(oneshot::Sender<Result<(), VmError>>),
+}
+
+#[derive(Clone)]
+struct OwnerHandle {
+    tx: mpsc::Sender<Command>,
+    status: watch::Receiver<pb::VmStatus>,
+    guest: watch::Receiver<Option<GuestClient>>,
+    run_dir: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Vms {
+    host: Arc<VmHost>,
+    owners: Arc<Mutex<HashMap<String, OwnerHandle>>>,
+}
+
+impl Vms {
+    pub fn new(host: VmHost) -> Vms {
+        Vms {
+            host: Arc::new(host),
+            owners: Arc::default(),
+        }
+    }
+
+    fn handle(&self, id: &str) -> Result<OwnerHandle, VmError> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| VmError::NotFound(id.to_string()))
+    }
+
+    async fn send<T>(
+        &self,
+        id: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, VmError>>) -> Command,
+    ) -> Result<T, VmError> {
+        let h = self.handle(id)?;
+        let (tx, rx) = oneshot::channel();
+        h.tx.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => VmError::Busy(id.to_string()),
+            mpsc::error::TrySendError::Closed(_) => VmError::NotFound(id.to_string()),
+        })?;
+        rx.await
+            .map_err(|_| VmError::Failed(format!("VM {id}'s owner stopped")))?
+    }
+
+    /// Starts a VM, creating its owner on first sight.
+    pub async fn start(&self, spec: VmSpec) -> Result<pb::VmStatus, VmError> {
+        spec.validate()?;
+        let id = spec.id.clone();
+        {
+            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            if !owners.contains_key(&id) {
+                let run_dir = self.host.run_root.join(&id);
+                let handle = owner::spawn(self.host.clone(), &spec, run_dir, MAILBOX);
+                owners.insert(id.clone(), handle);
+            }
+        }
+        self.send(&id, |tx| Command::Start(spec, tx)).await
+    }
+
+    pub async fn stop(&self, id: &str, force: bool) -> Result<pb::VmStatus, VmError> {
+        self.send(id, |tx| Command::Stop(force, tx)).await
+    }
+
+    pub async fn reboot(&self, id: &str) -> Result<pb::VmStatus, VmError> {
+        self.send(id, Command::Reboot).await
+    }
+
+    /// Kills the VM if it runs and removes its run dir. Deleting an unknown VM succeeds.
+    pub async fn delete(&self, id: &str) -> Result<(), VmError> {
+        match self.send(id, Command::Delete).await {
+            Ok(()) | Err(VmError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<pb::VmStatus, VmError> {
+        Ok(self.handle(id)?.status.borrow().clone())
+    }
+
+    pub fn list(&self) -> Vec<pb::VmStatus> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.status.borrow().clone())
+            .collect()
+    }
+
+    /// The guest channel of a running VM.
+    pub fn guest(&self, id: &str, op: &'static str) -> Result<GuestClient, VmError> {
+        let h = self.handle(id)?;
+        let state = state_of(&h.status.borrow());
+        let guest = h.guest.borrow().clone();
+        match (state, guest) {
+            (VmState::Running, Some(g)) if !g.is_closed() => Ok(g),
+            (VmState::Running, _) => Err(VmError::Failed(
+                "the guest channel is closed; the VM is being recovered".into(),
+            )),
+            (state, _) => Err(VmError::WrongState { state, op }),
+        }
+    }
+
+    pub fn serial_log(&self, id: &str) -> Result<PathBuf, VmError> {
+        Ok(self.handle(id)?.run_dir.join("serial.log"))
+    }
+
+    /// Kills every VM (agent shutdown in tests and `hearth up` without adoption).
+    pub async fn shutdown_all(&self) {
+        let ids: Vec<String> = self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.stop(&id, true).await;
+        }
+    }
+}
+
+pub fn state_of(s: &pb::VmStatus) -> VmState {
+    s.state.parse().unwrap_or(VmState::Failed)
+}
+
+/// Kills QEMUs a previous run of this agent left behind (it cannot adopt them yet) and
+/// removes their run dirs. Only PIDs from our own pid files whose command line names that
+/// run dir are touched.
+pub fn reap_leftovers(run_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        if let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let needle = dir.display().to_string();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                tracing::warn!(pid, dir = %dir.display(), "killing a VM left by a previous agent run");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,400 @@
+//! The one task that owns a VM: its VMM process, its guest channel and its state.
+//!
+//! ```text
+//!            Start                 guest answers
+//! creating ───────▶ starting ─────────────────▶ running
+//! stopped  ───────▶    │  QEMU dies / no answer     │ Stop: guest shutdown → ACPI → kill
+//! failed   ───────▶    ▼                            ▼
+//!                    failed ◀── QEMU dies ──── stopping ──▶ stopped
+//! ```
+//!
+//! Commands arrive on a bounded mailbox and run one at a time; meanwhile the task also
+//! watches the VMM's exit and the boot in flight, so a VM whose QEMU dies becomes `failed`
+//! (with the reason and the serial tail) without anyone asking. Every state change is
+//! published on a watch channel and pushed to the manager.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_agent_api::pb;
+use hearth_guest_proto::client::GuestClient;
+use hearth_guest_proto::msg::Request;
+use hearth_types::vm::VmState;
+use hearth_vmm::{Accel, VmConfig, VmControl};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{state_of, Command, OwnerHandle, VmError, VmHost};
+
+/// Lines of the serial log kept with a failure.
+const TAIL_LINES: usize = 30;
+/// Bounds of the graceful stop steps.
+const GUEST_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+const ACPI_WAIT: Duration = Duration::from_secs(5);
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What the manager asks the agent to run.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+impl VmSpec {
+    pub fn validate(&self) -> Result<(), VmError> {
+        let ok_id = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok_id {
+            return Err(VmError::Invalid(
+                "VM id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.vcpus) {
+            return Err(VmError::Invalid("vcpus must be 1–64".into()));
+        }
+        if !(64..=1024 * 1024).contains(&self.memory_mib) {
+            return Err(VmError::Invalid("memory_mib must be 64–1048576".into()));
+        }
+        Ok(())
+    }
+}
+
+impl From<pb::VmSpec> for VmSpec {
+    fn from(s: pb::VmSpec) -> Self {
+        VmSpec {
+            id: s.id,
+            name: s.name,
+            image: s.image,
+            vcpus: s.vcpus,
+            memory_mib: s.memory_mib,
+        }
+    }
+}
+
+struct Process {
+    control: Arc<dyn VmControl>,
+    exit: oneshot::Receiver<String>,
+}
+
+struct Owner {
+    host: Arc<VmHost>,
+    spec: VmSpec,
+    run_dir: PathBuf,
+    status: watch::Sender<pb::VmStatus>,
+    guest: watch::Sender<Option<GuestClient>>,
+    process: Option<Process>,
+    boot: Option<oneshot::Receiver<Result<GuestClient, String>>>,
+    launched_at: Instant,
+}
+
+pub(super) fn spawn(
+    host: Arc<VmHost>,
+    spec: &VmSpec,
+    run_dir: PathBuf,
+    mailbox: usize,
+) -> OwnerHandle {
+    let (tx, rx) = mpsc::channel(mailbox);
+    let initial = pb::VmStatus {
+        id: spec.id.clone(),
+        state: VmState::Creating.as_str().into(),
+        vmm: host.hypervisor.kind().name().into(),
+        observed_at_ms: now_ms(),
+        ..Default::default()
+    };
+    let (status, status_rx) = watch::channel(initial);
+    let (guest, guest_rx) = watch::channel(None);
+    let owner = Owner {
+        host,
+        spec: spec.clone(),
+        run_dir: run_dir.clone(),
+        status,
+        guest,
+        process: None,
+        boot: None,
+        launched_at: Instant::now(),
+    };
+    tokio::spawn(owner.run(rx));
+    OwnerHandle {
+        tx,
+        status: status_rx,
+        guest: guest_rx,
+        run_dir,
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn exited(p: &mut Option<Process>) -> String {
+    match p {
+        Some(p) => (&mut p.exit).await.unwrap_or_else(|_| "unknown".into()),
+        None => std::future::pending().await,
+    }
+}
+
+async fn booted(
+    b: &mut Option<oneshot::Receiver<Result<GuestClient, String>>>,
+) -> Result<GuestClient, String> {
+    match b {
+        Some(rx) => rx.await.unwrap_or_else(|_| Err("boot task ended".into())),
+        None => std::future::pending().await,
+    }
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => break,
+                    Some(Command::Delete(reply)) => {
+                        self.kill().await;
+                        let _ = std::fs::remove_dir_all(&self.run_dir);
+                        let _ = reply.send(Ok(()));
+                        break;
+                    }
+                    Some(cmd) => self.handle(cmd).await,
+                },
+                how = exited(&mut self.process) => self.on_exit(how),
+                res = booted(&mut self.boot) => {
+                    self.boot = None;
+                    self.on_boot(res).await;
+                }
+            }
+        }
+        // Mailbox closed or VM deleted: nothing may outlive the owner.
+        self.kill().await;
+    }
+
+    fn state(&self) -> VmState {
+        state_of(&self.status.borrow())
+    }
+
+    fn set(&self, state: VmState, reason: Option<String>) {
+        let tail = if state == VmState::Failed {
+            hearth_vmm::qemu::serial_tail(&self.run_dir.join("serial.log"), TAIL_LINES)
+        } else {
+            String::new()
+        };
+        self.status.send_modify(|s| {
+            s.state = state.as_str().into();
+            s.reason = reason.unwrap_or_default();
+            s.console_tail = tail;
+            s.observed_at_ms = now_ms();
+            if state == VmState::Starting {
+                s.started_at_ms = now_ms();
+                s.boot_ms = 0;
+            }
+            if state == VmState::Running {
+                s.boot_ms = self.launched_at.elapsed().as_millis() as u64;
+            }
+            if !matches!(
+                state,
+                VmState::Starting | VmState::Running | VmState::Paused
+            ) {
+                s.pid = 0;
+            }
+        });
+        let _ = self.host.reports.try_send(self.status.borrow().clone());
+        tracing::info!(vm = %self.spec.id, name = %self.spec.name, %state, "VM state");
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(spec, reply) => {
+                let r = self.start(spec).await;
+                let _ = reply.send(r);
+            }
+            Command::Stop(force, reply) => {
+                let r = self.stop(force).await;
+                let _ = reply.send(r);
+            }
+            Command::Reboot(reply) => {
+                let r = match self.stop(false).await {
+                    Ok(_) => self.start(self.spec.clone()).await,
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Delete(_) => unreachable!("handled in run"),
+        }
+    }
+
+    async fn start(&mut self, spec: VmSpec) -> Result<pb::VmStatus, VmError> {
+        let state = self.state();
+        if matches!(state, VmState::Starting | VmState::Running) {
+            return Ok(self.status.borrow().clone()); // already what was asked
+        }
+        if !state.can_become(VmState::Starting) {
+            return Err(VmError::WrongState { state, op: "start" });
+        }
+        let image =
+            self.host.images.get(&spec.image).ok_or_else(|| {
+                VmError::Invalid(format!("this host has no image {:?}", spec.image))
+            })?;
+        self.spec = spec;
+        let accel = self.host.accel.choose();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let config = VmConfig {
+            kernel: image.kernel,
+            initrd: image.initrd,
+            vcpus: self.spec.vcpus,
+            memory_mib: self.spec.memory_mib,
+            accel,
+            hostname: self.spec.name.clone(),
+            run_dir: self.run_dir.clone(),
+        };
+        self.launched_at = Instant::now();
+        let launched = match self.host.hypervisor.launch(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.set(VmState::Failed, Some(format!("the VMM did not start: {e}")));
+                return Ok(self.status.borrow().clone());
+            }
+        };
+        self.status.send_modify(|s| {
+            s.pid = launched.pid;
+            s.accelerator = accel.name().into();
+        });
+        let control = launched.control.clone();
+        self.process = Some(Process {
+            control: launched.control,
+            exit: launched.exit,
+        });
+        let (tx, rx) = oneshot::channel();
+        self.boot = Some(rx);
+        let timeout = self.host.boot_timeout;
+        tokio::spawn(async move {
+            let res = async {
+                let io = control.guest_stream().await.map_err(|e| e.to_string())?;
+                GuestClient::connect(io, timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = tx.send(res);
+        });
+        self.set(VmState::Starting, None);
+        if accel == Accel::Tcg {
+            tracing::debug!(vm = %self.spec.id, "booting under TCG");
+        }
+        Ok(self.status.borrow().clone())
+    }
+
+    async fn on_boot(&mut self, res: Result<GuestClient, String>) {
+        if self.state() != VmState::Starting {
+            return;
+        }
+        match res {
+            Ok(client) => {
+                self.guest.send_replace(Some(client));
+                self.set(VmState::Running, None);
+            }
+            Err(e) => {
+                self.kill().await;
+                self.set(
+                    VmState::Failed,
+                    Some(format!(
+                        "the guest agent did not answer within {} s ({e}); see the console tail",
+                        self.host.boot_timeout.as_secs()
+                    )),
+                );
+            }
+        }
+    }
+
+    fn on_exit(&mut self, how: String) {
+        self.process = None;
+        self.boot = None;
+        self.guest.send_replace(None);
+        self.cleanup_sockets();
+        let state = self.state();
+        if how == "exit status: 0" && state == VmState::Running {
+            self.set(VmState::Stopped, Some("the guest powered off".into()));
+        } else if !matches!(state, VmState::Stopped | VmState::Failed) {
+            self.set(
+                VmState::Failed,
+                Some(format!("the VMM exited unexpectedly ({how})")),
+            );
+        }
+    }
+
+    /// Graceful unless `force`: the guest agent's shutdown, then ACPI power-off, then kill,
+    /// each step bounded.
+    async fn stop(&mut self, force: bool) -> Result<pb::VmStatus, VmError> {
+        let state = self.state();
+        if matches!(state, VmState::Stopped | VmState::Creating) {
+            return Ok(self.status.borrow().clone());
+        }
+        if self.process.is_none() {
+            // failed with nothing running: stopping just records the wish
+            self.set(VmState::Stopped, None);
+            return Ok(self.status.borrow().clone());
+        }
+        self.boot = None;
+        self.set(VmState::Stopping, None);
+        let mut done = false;
+        if !force {
+            let guest = self.guest.borrow().clone();
+            if let Some(g) = guest {
+                let asked = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    g.call(&Request::Shutdown { reboot: false }),
+                )
+                .await;
+                if matches!(asked, Ok(Ok(_))) {
+                    done = self.wait_exit(GUEST_SHUTDOWN_WAIT).await;
+                }
+            }
+            if !done {
+                if let Some(p) = &self.process {
+                    if p.control.power_off().await.is_ok() {
+                        done = self.wait_exit(ACPI_WAIT).await;
+                    }
+                }
+            }
+            if !done {
+                tracing::warn!(vm = %self.spec.id, "graceful stop did not finish; killing");
+            }
+        }
+        if !done {
+            self.kill().await;
+        }
+        self.process = None;
+        self.guest.send_replace(None);
+        self.cleanup_sockets();
+        self.set(VmState::Stopped, None);
+        Ok(self.status.borrow().clone())
+    }
+
+    async fn wait_exit(&mut self, bound: Duration) -> bool {
+        let Some(p) = self.process.as_mut() else {
+            return true;
+        };
+        tokio::time::timeout(bound, &mut p.exit).await.is_ok()
+    }
+
+    /// Kills the VMM, if one runs, and waits (bounded) for it to be reaped.
+    async fn kill(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.control.kill();
+            let _ = tokio::time::timeout(KILL_WAIT, &mut p.exit).await;
+        }
+        self.process = None;
+        self.guest.send_replace(None);
+    }
+
+    fn cleanup_sockets(&self) {
+        for f in ["guest.sock", "qmp.sock", "qemu.pid"] {
+            let _ = std::fs::remove_file(self.run_dir.join(f));
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! VMs: validation, placement, the desired state a user asks for, and the observed state
+//! agents report. Everything that happens on a host goes through that host's agent; the
+//! manager only records.
+//!
+//! Observed state flows in two ways: each agent RPC answers with the VM's new status, and
+//! agents push every change (`ReportVm`) and list all their VMs in each heartbeat. A status
+//! is applied only when it is newer than the stored one, so the order they arrive in does
+//! not matter.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hearth_agent_api::pb;
+use hearth_store::{now_ms, to_time, Observed, VmRecord};
+use hearth_types::api::Page;
+use hearth_types::host::{Host, HostStatus, Resources};
+use hearth_types::new_id;
+use hearth_types::vm::{
+    check_name, CreateVm, DesiredState, ExecResult, ExecVm, UpdateVm, Vm, VmMetrics, VmState,
+};
+
+use super::hosts::{HostClient, RegistryError};
+use super::{page, page_limit, App};
+use crate::error::{ApiError, ApiResult};
+
+pub const DEFAULT_IMAGE: &str = "default";
+const MAX_VCPUS: u32 = 64;
+const MAX_MEMORY_MIB: u64 = 1024 * 1024;
+const MIN_MEMORY_MIB: u64 = 64;
+const MAX_EXEC_STDIN: usize = 1 << 20;
+const MAX_EXEC_ARGS: usize = 1024;
+const MAX_WAIT_S: u64 = 600;
+/// A VM the agent does not list is only declared lost when its record is older than this,
+/// so a heartbeat racing a create does not fail the new VM.
+const MISSING_GRACE_MS: i64 = 15_000;
+
+fn vm_view(r: VmRecord) -> Vm {
+    Vm {
+        state: r.state.parse().unwrap_or(VmState::Failed),
+        desired_state: if r.desired_state == "running" {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        },
+        id: r.id,
+        name: r.name,
+        host_id: r.host_id,
+        image: r.image,
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        vmm: r.vmm,
+        accelerator: r.accelerator,
+        reason: r.reason,
+        console_tail: r.console_tail,
+        boot_ms: r.boot_ms,
+        created_at: to_time(r.created_at_ms),
+        updated_at: to_time(r.updated_at_ms),
+        started_at: r.started_at_ms.map(to_time),
+    }
+}
+
+fn observed(s: &pb::VmStatus) -> Observed {
+    let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    Observed {
+        state: s.state.clone(),
+        reason: opt(&s.reason),
+        console_tail: opt(&s.console_tail),
+        accelerator: opt(&s.accelerator),
+        boot_ms: (s.boot_ms > 0).then_some(s.boot_ms),
+        started_at_ms: (s.started_at_ms > 0).then_some(s.started_at_ms),
+        observed_at_ms: s.observed_at_ms,
+    }
+}
+
+fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
+    if !(1..=MAX_VCPUS).contains(&vcpus) {
+        return Err(ApiError::bad_request(format!(
+            "vcpus must be 1–{MAX_VCPUS}, got {vcpus}"
+        )));
+    }
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(ApiError::bad_request(format!(
+            "memory_mib must be {MIN_MEMORY_MIB}–{MAX_MEMORY_MIB}, got {memory_mib}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a VM holds its host's resources: one that should run does.
+fn holds_resources(v: &VmRecord) -> bool {
+    v.desired_state == "running"
+}
+
+impl App {
+    /// vCPUs and memory promised on each host.
+    pub(crate) async fn allocations(&self) -> ApiResult<HashMap<String, Resources>> {
+        let mut out: HashMap<String, Resources> = HashMap::new();
+        for v in self.store().all_vms().await? {
+            if let (Some(h), true) = (&v.host_id, holds_resources(&v)) {
+                let r = out.entry(h.clone()).or_default();
+                r.vcpus += v.vcpus;
+                r.memory_mib += v.memory_mib;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Room left on `h` for a VM of this size, or why there is none.
+    fn fits(&self, h: &Host, vcpus: u32, memory_mib: u64) -> Result<(), String> {
+        let cfg = self.config();
+        let cpu_cap = (f64::from(h.capacity.vcpus) * cfg.cpu_overcommit).floor() as u32;
+        let mem_cap = (h.capacity.memory_mib as f64 * cfg.memory_overcommit).floor() as u64;
+        let cpu_free = cpu_cap.saturating_sub(h.allocated.vcpus);
+        let mem_free = mem_cap.saturating_sub(h.allocated.memory_mib);
+        if vcpus > h.capacity.vcpus {
+            return Err(format!(
+                "host {} has {} CPUs; a VM can have at most that many vCPUs",
+                h.name, h.capacity.vcpus
+            ));
+        }
+        if vcpus > cpu_free || memory_mib > mem_free {
+            return Err(format!(
+                "host {} has {cpu_free} vCPUs and {mem_free} MiB free",
+                h.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Picks a host for a new VM: up, not cordoned, has the image, and has room; the one
+    /// with the most free memory wins.
+    async fn place(
+        &self,
+        req_host: Option<&str>,
+        image: &str,
+        vcpus: u32,
+        memory_mib: u64,
+    ) -> ApiResult<Host> {
+        let hosts = self.hosts_for_placement().await?;
+        if !hosts
+            .iter()
+            .any(|h| h.images.iter().any(|i| i.name == image))
+        {
+            return Err(ApiError::NotFound(format!(
+                "no host has an image named {image:?}; list images with `hearth image list`"
+            )));
+        }
+        let mut reasons = Vec::new();
+        let mut best: Option<(u64, Host)> = None;
+        for h in hosts {
+            if let Some(want) = req_host {
+                if h.id != want && h.name != want {
+                    continue;
+                }
+            }
+            if h.status != HostStatus::Up {
+                reasons.push(format!("host {} is {:?}", h.name, h.status).to_lowercase());
+                continue;
+            }
+            if !h.images.iter().any(|i| i.name == image) {
+                reasons.push(format!("host {} lacks image {image:?}", h.name));
+                continue;
+            }
+            if let Err(why) = self.fits(&h, vcpus, memory_mib) {
+                reasons.push(why);
+                continue;
+            }
+            let free = (h.capacity.memory_mib as f64 * self.config().memory_overcommit) as u64
+                - h.allocated.memory_mib;
+            if best.as_ref().is_none_or(|(f, _)| free > *f) {
+                best = Some((free, h));
+            }
+        }
+        match (best, req_host) {
+            (Some((_, h)), _) => Ok(h),
+            (None, Some(want)) if reasons.is_empty() => {
+                Err(ApiError::NotFound(format!("host {want:?} not found")))
+            }
+            (None, _) if reasons.is_empty() => Err(ApiError::Conflict(
+                "no host is up: start an agent (`hearth up` runs one)".into(),
+            )),
+            (None, _) => Err(ApiError::Conflict(format!(
+                "no host can take a VM with {vcpus} vCPUs and {memory_mib} MiB: {}",
+                reasons.join("; ")
+            ))),
+        }
+    }
+
+    async fn agent_for(&self, v: &VmRecord) -> ApiResult<HostClient> {
+        let host = v.host_id.as_deref().ok_or_else(|| {
+            ApiError::Conflict(format!("VM {} is not placed on any host", v.name))
+        })?;
+        self.host_client(host).await
+    }
+
+    fn spec(v: &VmRecord) -> pb::VmSpec {
+        pb::VmSpec {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            image: v.image.clone(),
+            vcpus: v.vcpus,
+            memory_mib: v.memory_mib,
+        }
+    }
+
+    pub async fn create_vm(&self, req: CreateVm) -> ApiResult<Vm> {
+        check_name(&req.name).map_err(ApiError::BadRequest)?;
+        let vcpus = req.vcpus.unwrap_or(1);
+        let memory_mib = req.memory_mib.unwrap_or(256);
+        check_size(vcpus, memory_mib)?;
+        let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        if self.store().vm(&req.name).await.is_ok() {
+            return Err(ApiError::Conflict(format!(
+                "a VM named {:?} already exists; pick another name or delete it",
+                req.name
+            )));
+        }
+        let start = req.start.unwrap_or(true);
+        let host = self
+            .place(req.host_id.as_deref(), &image, vcpus, memory_mib)
+            .await?;
+        let now = now_ms();
+        let record = VmRecord {
+            id: new_id(),
+            name: req.name,
+            host_id: Some(host.id.clone()),
+            image,
+            vcpus,
+            memory_mib,
+            vmm: "qemu".into(),
+            state: if start { "starting" } else { "stopped" }.into(),
+            desired_state: if start { "running" } else { "stopped" }.into(),
+            reason: None,
+            console_tail: None,
+            accelerator: None,
+            boot_ms: None,
+            observed_at_ms: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            started_at_ms: None,
+        };
+        self.store().insert_vm(&record).await?;
+        if start {
+            if let Err(e) = self.start_on_agent(&record).await {
+                // Nothing runs: leave no half-created VM behind.
+                let _ = self.store().delete_vm(&record.id).await;
+                return Err(e);
+            }
+        }
+        self.vm(&record.id).await
+    }
+
+    async fn start_on_agent(&self, v: &VmRecord) -> ApiResult<()> {
+        let agent = self.agent_for(v).await?;
+        let status = agent
+            .rpc()
+            .start_vm(agent.request(pb::StartVmRequest {
+                spec: Some(Self::spec(v)),
+            }))
+            .await?
+            .into_inner();
+        self.store().observe_vm(&v.id, &observed(&status)).await?;
+        Ok(())
+    }
+
+    pub async fn vm(&self, id_or_name: &str) -> ApiResult<Vm> {
+        Ok(vm_view(self.store().vm(id_or_name).await?))
+    }
+
+    pub async fn list_vms(&self, cursor: Option<&str>, limit: Option<u32>) -> ApiResult<Page<Vm>> {
+        let p = self.store().vms(cursor, page_limit(limit)?).await?;
+        Ok(page(p, vm_view))
+    }
+
+    pub async fn update_vm(&self, id_or_name: &str, req: UpdateVm) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let name = req.name.unwrap_or_else(|| v.name.clone());
+        check_name(&name).map_err(ApiError::BadRequest)?;
+        let vcpus = req.vcpus.unwrap_or(v.vcpus);
+        let memory_mib = req.memory_mib.unwrap_or(v.memory_mib);
+        check_size(vcpus, memory_mib)?;
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        let resized = vcpus != v.vcpus || memory_mib != v.memory_mib;
+        if resized && !matches!(state, VmState::Stopped | VmState::Failed) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is {state}: stop it before changing its vCPUs or memory",
+                v.name
+            )));
+        }
+        self.store()
+            .update_vm_spec(&v.id, &name, vcpus, memory_mib, &v.desired_state)
+            .await?;
+        self.vm(&v.id).await
+    }
+
+    pub async fn delete_vm(&self, id_or_name: &str) -> ApiResult<()> {
+        let v = self.store().vm(id_or_name).await?;
+        if v.host_id.is_some() {
+            let agent = self.agent_for(&v).await?;
+            agent
+                .rpc()
+                .delete_vm(agent.request(pb::VmRef { id: v.id.clone() }))
+                .await?;
+        }
+        self.store().delete_vm(&v.id).await?;
+        Ok(())
+    }
+
+    pub async fn start_vm(&self, id_or_name: &str) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        if matches!(state, VmState::Starting | VmState::Running) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is already {state}",
+                v.name
+            )));
+        }
+        if !state.can_become(VmState::Starting) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is {state}: it cannot be started now",
+                v.name
+            )));
+        }
+        if v.desired_state != "running" {
+            // Starting takes the VM's resources again: check they are still there.
+            let host = self.host(v.host_id.as_deref().unwrap_or_default()).await?;
+            self.fits(&host, v.vcpus, v.memory_mib)
+                .map_err(|why| ApiError::Conflict(format!("cannot start VM {}: {why}", v.name)))?;
+        }
+        self.store()
+            .update_vm_spec(&v.id, &v.name, v.vcpus, v.memory_mib, "running")
+            .await?;
+        self.start_on_agent(&v).await?;
+        self.vm(&v.id).await
+    }
+
+    pub async fn stop_vm(&self, id_or_name: &str, force: bool) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        if matches!(state, VmState::Stopped | VmState::Creating) {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is already {state}",
+                v.name
+            )));
+        }
+        self.store()
+            .update_vm_spec(&v.id, &v.name, v.vcpus, v.memory_mib, "stopped")
+            .await?;
+        let agent = self.agent_for(&v).await?;
+        let res = agent
+            .rpc()
+            .stop_vm(agent.request(pb::StopVmRequest {
+                id: v.id.clone(),
+                force,
+            }))
+            .await;
+        match res {
+            Ok(s) => {
+                self.store()
+                    .observe_vm(&v.id, &observed(&s.into_inner()))
+                    .await?;
+            }
+            // The agent has no such VM (it restarted): it is stopped either way.
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                self.mark(&v.id, VmState::Stopped, None).await?;
+            }
+            Err(s) => return Err(s.into()),
+        }
+        self.vm(&v.id).await
+    }
+
+    pub async fn reboot_vm(&self, id_or_name: &str) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        if state != VmState::Running {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is {state}: only a running VM can be rebooted",
+                v.name
+            )));
+        }
+        let agent = self.agent_for(&v).await?;
+        let s = agent
+            .rpc()
+            .reboot_vm(agent.request(pb::VmRef { id: v.id.clone() }))
+            .await?
+            .into_inner();
+        self.store().observe_vm(&v.id, &observed(&s)).await?;
+        self.vm(&v.id).await
+    }
+
+    /// Waits until the VM is in `state`: 408 at the timeout, 409 when it failed (or was
+    /// stopped while waiting for it to run).
+    pub async fn wait_vm(&self, id_or_name: &str, state: VmState, timeout_s: u64) -> ApiResult<Vm> {
+        if !(1..=MAX_WAIT_S).contains(&timeout_s) {
+            return Err(ApiError::bad_request(format!(
+                "timeout_s must be 1–{MAX_WAIT_S}"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
+        loop {
+            let v = self.vm(id_or_name).await?;
+            if v.state == state {
+                return Ok(v);
+            }
+            if v.state == VmState::Failed {
+                return Err(ApiError::Conflict(format!(
+                    "VM {} failed: {}{}",
+                    v.name,
+                    v.reason.as_deref().unwrap_or("no reason recorded"),
+                    v.console_tail
+                        .as_deref()
+                        .map(|t| format!("\nlast console lines:\n{t}"))
+                        .unwrap_or_default()
+                )));
+            }
+            if state == VmState::Running && v.desired_state == DesiredState::Stopped {
+                return Err(ApiError::Conflict(format!(
+                    "VM {} is {} and not asked to run: start it first",
+                    v.name, v.state
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Timeout(format!(
+                    "VM {} is still {} after {timeout_s} s",
+                    v.name, v.state
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn exec_vm(&self, id_or_name: &str, req: ExecVm) -> ApiResult<ExecResult> {
+        if req.command.is_empty() || req.command.len() > MAX_EXEC_ARGS {
+            return Err(ApiError::bad_request(format!(
+                "command must be a list of 1–{MAX_EXEC_ARGS} strings, e.g. [\"uname\", \"-r\"]"
+            )));
+        }
+        let stdin = req.stdin.unwrap_or_default().into_bytes();
+        if stdin.len() > MAX_EXEC_STDIN {
+            return Err(ApiError::PayloadTooLarge(
+                "stdin is limited to 1 MiB".into(),
+            ));
+        }
+        let timeout_s = req.timeout_s.unwrap_or(60);
+        if !(1..=3600).contains(&timeout_s) {
+            return Err(ApiError::bad_request("timeout_s must be 1–3600"));
+        }
+        let v = self.running(id_or_name, "exec").await?;
+        let agent = self.agent_for(&v).await?;
+        let mut rpc = agent.request(pb::ExecRequest {
+            id: v.id.clone(),
+            command: req.command,
+            env: req.env.into_iter().collect(),
+            stdin,
+            timeout_ms: timeout_s * 1000,
+            cwd: req.cwd.unwrap_or_default(),
+        });
+        rpc.set_timeout(Duration::from_secs(timeout_s + 15));
+        let out = agent.rpc().exec(rpc).await?.into_inner();
+        Ok(ExecResult {
+            exit_code: out.exit_code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out: out.timed_out,
+            truncated: out.truncated,
+        })
+    }
+
+    /// The VM, if it is running; 409 saying what to do otherwise.
+    async fn running(&self, id_or_name: &str, op: &str) -> ApiResult<VmRecord> {
+        let v = self.store().vm(id_or_name).await?;
+        if v.state != "running" {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is {}: cannot {op} (start it and wait for `running`)",
+                v.name, v.state
+            )));
+        }
+        Ok(v)
+    }
+
+    pub async fn vm_metrics(&self, id_or_name: &str) -> ApiResult<VmMetrics> {
+        let v = self.running(id_or_name, "read metrics").await?;
+        let agent = self.agent_for(&v).await?;
+        let m = agent
+            .rpc()
+            .metrics(agent.request(pb::VmRef { id: v.id.clone() }))
+            .await?
+            .into_inner();
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        Ok(VmMetrics {
+            cpu_percent: m.cpu_percent,
+            memory_total_mib: mib(m.memory_total_kib),
+            memory_used_mib: mib(m.memory_used_kib),
+            disk_total_mib: mib(m.disk_total_kib),
+            disk_used_mib: mib(m.disk_used_kib),
+            uptime_s: m.uptime_s,
+            load1: m.load1,
+            load5: m.load5,
+            load15: m.load15,
+            processes: m.processes,
+        })
+    }
+
+    /// The serial log as a stream of chunks: its tail, then new output when `follow`.
+    pub async fn vm_console(
+        &self,
+        id_or_name: &str,
+        tail_bytes: u64,
+        follow: bool,
+    ) -> ApiResult<tonic::Streaming<pb::ConsoleChunk>> {
+        let v = self.store().vm(id_or_name).await?;
+        let agent = self.agent_for(&v).await?;
+        let mut req = agent.request(pb::ConsoleRequest {
+            id: v.id.clone(),
+            follow,
+            tail_bytes,
+        });
+        if follow {
+            req.set_timeout(Duration::from_secs(24 * 3600));
+        }
+        match agent.rpc().console(req).await {
+            Ok(s) => Ok(s.into_inner()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(ApiError::Conflict(format!(
+                "VM {} has not been started on its host yet: no console",
+                v.name
+            ))),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// The agent (and VM id) a shell session talks to.
+    pub async fn vm_shell_target(&self, id_or_name: &str) -> ApiResult<(HostClient, String)> {
+        let v = self.running(id_or_name, "open a shell").await?;
+        Ok((self.agent_for(&v).await?, v.id))
+    }
+
+    async fn mark(&self, id: &str, state: VmState, reason: Option<String>) -> ApiResult<()> {
+        self.store()
+            .observe_vm(
+                id,
+                &Observed {
+                    state: state.as_str().into(),
+                    reason,
+                    observed_at_ms: now_ms(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// One status an agent reported.
+    pub async fn apply_vm_status(
+        &self,
+        host_id: &str,
+        s: &pb::VmStatus,
+    ) -> Result<(), RegistryError> {
+        match self.store().vm(&s.id).await {
+            Ok(v) if v.id == s.id && v.host_id.as_deref() == Some(host_id) => {
+                self.store().observe_vm(&v.id, &observed(s)).await?;
+            }
+            // Not ours (deleted meanwhile, or another host's): ignore it.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A heartbeat's full list: apply each status, and fail the VMs that should be running
+    /// on this host but that its agent does not know.
+    pub async fn reconcile_host_vms(
+        &self,
+        host_id: &str,
+        reported: &[pb::VmStatus],
+    ) -> Result<(), RegistryError> {
+        let known: HashMap<&str, &pb::VmStatus> =
+            reported.iter().map(|s| (s.id.as_str(), s)).collect();
+        for v in self.store().vms_on_host(host_id).await? {
+            match known.get(v.id.as_str()) {
+                Some(s) => {
+                    self.store().observe_vm(&v.id, &observed(s)).await?;
+                }
+                None => {
+                    let active = matches!(
+                        v.state.as_str(),
+                        "starting" | "running" | "paused" | "stopping"
+                    );
+                    if active && now_ms() - v.updated_at_ms > MISSING_GRACE_MS {
+                        self.store()
+                            .observe_vm(
+                                &v.id,
+                                &Observed {
+                                    state: "failed".into(),
+                                    reason: Some(
+                                        "its host's agent no longer runs it (the agent restarted)"
+                                            .into(),
+                                    ),
+                                    observed_at_ms: now_ms(),
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl App {
+    /// The images the hosts report, merged by name.
+    pub async fn list_images(&self) -> ApiResult<Page<hearth_types::vm::Image>> {
+        let mut by_name: std::collections::BTreeMap<String, hearth_types::vm::Image> =
+            Default::default();
+        for h in self.hosts_for_placement().await? {
+            for i in &h.images {
+                by_name
+                    .entry(i.name.clone())
+                    .or_insert_with(|| hearth_types::vm::Image {
+                        name: i.name.clone(),
+                        kind: i.kind.clone(),
+                        kernel_version: i.kernel_version.clone(),
+                        size_bytes: i.size_bytes,
+                        hosts: vec![],
+                    })
+                    .hosts
+                    .push(h.name.clone());
+            }
+        }
+        Ok(Page {
+            items: by_name.into_values().collect(),
+            next_cursor: None,
+        })
+    }
+}

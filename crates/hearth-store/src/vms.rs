@@ -1,0 +1,199 @@
+//! VMs: the user's record of each VM (spec, placement, desired state) and the state its
+//! agent last observed. Observed state is applied only when newer than what is stored.
+
+use sqlx::any::AnyRow;
+
+use crate::{col, now_ms, paged, unique, Paged, Result, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct VmRecord {
+    pub id: String,
+    pub name: String,
+    pub host_id: Option<String>,
+    pub image: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub vmm: String,
+    pub state: String,
+    pub desired_state: String,
+    pub reason: Option<String>,
+    pub console_tail: Option<String>,
+    pub accelerator: Option<String>,
+    pub boot_ms: Option<u64>,
+    pub observed_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+}
+
+/// What an agent observed about one VM.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub state: String,
+    pub reason: Option<String>,
+    pub console_tail: Option<String>,
+    pub accelerator: Option<String>,
+    pub boot_ms: Option<u64>,
+    pub started_at_ms: Option<i64>,
+    pub observed_at_ms: i64,
+}
+
+const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
+                    reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
+                    updated_at, started_at";
+
+fn vm(row: &AnyRow) -> Result<VmRecord> {
+    Ok(VmRecord {
+        id: col(row, "id")?,
+        name: col(row, "name")?,
+        host_id: col(row, "host_id")?,
+        image: col(row, "image")?,
+        vcpus: col::<i64>(row, "vcpus")? as u32,
+        memory_mib: col::<i64>(row, "memory_mib")? as u64,
+        vmm: col(row, "vmm")?,
+        state: col(row, "state")?,
+        desired_state: col(row, "desired_state")?,
+        reason: col(row, "reason")?,
+        console_tail: col(row, "console_tail")?,
+        accelerator: col(row, "accelerator")?,
+        boot_ms: col::<Option<i64>>(row, "boot_ms")?.map(|v| v as u64),
+        observed_at_ms: col(row, "observed_at")?,
+        created_at_ms: col(row, "created_at")?,
+        updated_at_ms: col(row, "updated_at")?,
+        started_at_ms: col(row, "started_at")?,
+    })
+}
+
+fn name_taken(name: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("a VM named {name:?} already exists; pick another name or delete it")
+}
+
+impl Store {
+    pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+             $12, $13, $14, $15, $16, $17)"
+        ))
+        .bind(&v.id)
+        .bind(&v.name)
+        .bind(&v.host_id)
+        .bind(&v.image)
+        .bind(i64::from(v.vcpus))
+        .bind(v.memory_mib as i64)
+        .bind(&v.vmm)
+        .bind(&v.state)
+        .bind(&v.desired_state)
+        .bind(&v.reason)
+        .bind(&v.console_tail)
+        .bind(&v.accelerator)
+        .bind(v.boot_ms.map(|b| b as i64))
+        .bind(v.observed_at_ms)
+        .bind(v.created_at_ms)
+        .bind(v.updated_at_ms)
+        .bind(v.started_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique(e, name_taken(&v.name)))?;
+        Ok(())
+    }
+
+    /// A VM by id, or by name.
+    pub async fn vm(&self, id_or_name: &str) -> Result<VmRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM vms WHERE id = $1 OR name = $1 \
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1"
+        ))
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("VM {id_or_name:?}")))?;
+        vm(&row)
+    }
+
+    pub async fn vms(&self, after: Option<&str>, limit: u32) -> Result<Paged<VmRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM vms WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(vm).collect::<Result<Vec<_>>>()?;
+        Ok(paged(items, limit, |v| &v.id))
+    }
+
+    pub async fn vms_on_host(&self, host_id: &str) -> Result<Vec<VmRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM vms WHERE host_id = $1"))
+            .bind(host_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(vm).collect()
+    }
+
+    /// Every VM's placement and size, for capacity accounting.
+    pub async fn all_vms(&self) -> Result<Vec<VmRecord>> {
+        let rows = sqlx::query(&format!("SELECT {COLS} FROM vms"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(vm).collect()
+    }
+
+    /// Changes name, size or desired state.
+    pub async fn update_vm_spec(
+        &self,
+        id: &str,
+        name: &str,
+        vcpus: u32,
+        memory_mib: u64,
+        desired_state: &str,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE vms SET name = $2, vcpus = $3, memory_mib = $4, desired_state = $5, \
+             updated_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(i64::from(vcpus))
+        .bind(memory_mib as i64)
+        .bind(desired_state)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique(e, name_taken(name)))?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("VM {id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Applies what an agent observed, unless a newer observation is already stored.
+    /// Returns whether it was applied.
+    pub async fn observe_vm(&self, id: &str, o: &Observed) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE vms SET state = $2, reason = $3, console_tail = $4, \
+             accelerator = COALESCE($5, accelerator), boot_ms = COALESCE($6, boot_ms), \
+             started_at = COALESCE($7, started_at), observed_at = $8, updated_at = $9 \
+             WHERE id = $1 AND observed_at <= $8",
+        )
+        .bind(id)
+        .bind(&o.state)
+        .bind(&o.reason)
+        .bind(&o.console_tail)
+        .bind(&o.accelerator)
+        .bind(o.boot_ms.map(|b| b as i64))
+        .bind(o.started_at_ms)
+        .bind(o.observed_at_ms)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub async fn delete_vm(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM vms WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
