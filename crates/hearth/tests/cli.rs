@@ -11,13 +11,31 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
 
-/// Kills its child on drop.
+/// Stops its child on drop: SIGTERM (so `hearth up` stops its VMs), SIGKILL after 15 s.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Kills any QEMU a `hearth up` in `data` left behind, even when a test panics.
+struct ReapVms(PathBuf);
+
+impl Drop for ReapVms {
+    fn drop(&mut self) {
+        hearth_agent::vm::reap_leftovers(&self.0.join("agent").join("run").join("vms"));
     }
 }
 
@@ -115,6 +133,7 @@ fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
         &format!("127.0.0.1:{port}"),
     ])
     .env_remove("HEARTH_ADMIN_PASSWORD")
+    .env("HEARTH_ACCEL", "tcg")
     .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
     .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
     .stdin(Stdio::null())
@@ -354,4 +373,91 @@ fn openapi_command_prints_the_document() {
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["info"]["title"], "Hearth API");
+}
+
+#[test]
+fn cli_runs_a_vm_from_create_to_delete() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reap = ReapVms(data.clone());
+    let port = free_port();
+    let _up = start_up(&data, port, Some("vm-password"));
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    assert!(env
+        .with_stdin(&["login", "--password-stdin"], "vm-password\n")
+        .status
+        .success());
+    wait_for("the default image", Duration::from_secs(60), || {
+        env.json(&["image", "list"])["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    });
+    let kernel = env.json(&["image", "list"])["items"][0]["kernel_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let vm = env.json(&[
+        "vm",
+        "create",
+        "cli1",
+        "--image",
+        "default",
+        "--vcpus",
+        "1",
+        "--memory",
+        "256",
+        "--wait",
+        "--timeout",
+        "150",
+    ]);
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert!(env.ok(&["vm", "list"]).contains("cli1"));
+
+    // exec prints the guest's output and exits with its code.
+    assert_eq!(
+        env.ok(&["vm", "exec", "cli1", "--", "uname", "-r"]).trim(),
+        kernel
+    );
+    let out = env.run(&[
+        "vm",
+        "exec",
+        "cli1",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = env.with_stdin(&["vm", "exec", "cli1", "-i", "--", "wc", "-c"], "12345");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+
+    assert!(env.ok(&["vm", "console", "cli1"]).contains("hearth-guest"));
+    let m = env.json(&["vm", "metrics", "cli1"]);
+    assert!(m["memory_total_mib"].as_f64().unwrap() > 0.0, "{m}");
+
+    // The shell, driven through a pipe: its output comes back, and its exit code.
+    let out = env.with_stdin(&["vm", "shell", "cli1"], "echo h''i\nexit 4\n");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hi"));
+
+    // A VM that is not running says so.
+    let stopped = env.json(&["vm", "stop", "cli1"]);
+    assert_eq!(stopped["state"], "stopped");
+    let out = env.run(&["vm", "exec", "cli1", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped"));
+    env.ok(&["vm", "delete", "cli1"]);
+    let out = env.run(&["vm", "get", "cli1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }

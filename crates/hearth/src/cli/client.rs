@@ -158,6 +158,77 @@ impl Client {
         self.request(Method::PATCH, path, Some(&body)).await
     }
 
+    /// A plain-text answer (the console log).
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let mut req = self.http.get(format!("{}{}", self.url, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Hearth at {}: {e}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the response")?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.error.message)
+                .unwrap_or(text);
+            return Err(ApiFailure {
+                status,
+                code: "error".into(),
+                message,
+            }
+            .into());
+        }
+        Ok(text)
+    }
+
+    /// Opens a WebSocket to `path`, authenticated like every other call.
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    > {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let ws_url = if let Some(rest) = self.url.strip_prefix("https://") {
+            format!("wss://{rest}{path}")
+        } else {
+            format!("ws://{}{path}", self.url.trim_start_matches("http://"))
+        };
+        let mut req = ws_url.into_client_request()?;
+        if let Some(t) = &self.token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((s, _)) => Ok(s),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let message = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
+                    .map(|e| e.error.message)
+                    .unwrap_or_else(|| format!("the server refused the WebSocket ({status})"));
+                Err(ApiFailure {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_GATEWAY),
+                    code: "error".into(),
+                    message,
+                }
+                .into())
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot open a WebSocket to {}: {e}",
+                self.url
+            )),
+        }
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         let _: serde_json::Value = self.request(Method::DELETE, path, None).await?;
         Ok(())

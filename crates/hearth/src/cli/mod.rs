@@ -2,6 +2,7 @@
 
 mod client;
 mod output;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,12 @@ enum Command {
     /// API keys
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCmd),
+    /// Virtual machines
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
+    /// Images VMs boot from
+    #[command(subcommand)]
+    Image(vm::ImageCmd),
     /// The audit log, newest first
     Events {
         #[arg(long, default_value_t = 50)]
@@ -208,6 +215,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Host(cmd) => host(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
+        Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
         Command::User(cmd) => user(Client::new(cli.url)?, cmd, json_out).await?,
         Command::ApiKey(cmd) => api_key(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Events { limit } => {

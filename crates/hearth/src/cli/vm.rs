@@ -1,0 +1,496 @@
+//! `hearth vm …` and `hearth image …`: VMs through the REST API, including the streaming
+//! ones (console follow and the interactive shell, over WebSockets).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use futures_util::{SinkExt, StreamExt};
+use hearth_types::api::Page;
+use hearth_types::vm::{ExecResult, Image, Vm, VmMetrics};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::client::{seg, Client};
+use super::output::{self, fields, opt_when, table, when};
+
+#[derive(Subcommand, Debug)]
+pub enum VmCmd {
+    /// Create a VM (and start it, unless --no-start)
+    Create {
+        name: String,
+        #[arg(long, default_value = "default")]
+        image: String,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Memory in MiB
+        #[arg(long, default_value_t = 256)]
+        memory: u64,
+        /// Pin it to a host (id or name)
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        no_start: bool,
+        /// Wait until it runs
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    List,
+    Get {
+        vm: String,
+    },
+    Start {
+        vm: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Shut the guest down (then ACPI, then kill); waits until stopped
+    Stop {
+        vm: String,
+        /// Kill the VMM at once
+        #[arg(long)]
+        force: bool,
+    },
+    Reboot {
+        vm: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    Delete {
+        vm: String,
+    },
+    /// Run a command in the guest; exits with its exit code
+    Exec {
+        vm: String,
+        /// Environment for the command, K=V (repeatable)
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Feed this program's standard input to the command
+        #[arg(long, short = 'i')]
+        stdin: bool,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The serial console log
+    Console {
+        vm: String,
+        /// Keep printing new output until interrupted
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// An interactive shell in the guest
+    Shell {
+        vm: String,
+    },
+    /// CPU, memory, disk, uptime and load
+    Metrics {
+        vm: String,
+        /// Print a line every second until interrupted
+        #[arg(long, short)]
+        watch: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    List,
+}
+
+const HEADER: [&str; 8] = [
+    "id", "name", "state", "vcpus", "memory", "image", "accel", "created",
+];
+
+fn row(v: &Vm) -> Vec<String> {
+    vec![
+        v.id.clone(),
+        v.name.clone(),
+        v.state.to_string(),
+        v.vcpus.to_string(),
+        format!("{} MiB", v.memory_mib),
+        v.image.clone(),
+        v.accelerator.clone().unwrap_or_else(|| "-".into()),
+        when(&v.created_at),
+    ]
+}
+
+fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        return output::json(v);
+    }
+    fields(&[
+        ("id", v.id.clone()),
+        ("name", v.name.clone()),
+        ("state", v.state.to_string()),
+        ("desired", v.desired_state.as_str().to_string()),
+        ("host", v.host_id.clone().unwrap_or_else(|| "-".into())),
+        ("image", v.image.clone()),
+        ("vcpus", v.vcpus.to_string()),
+        ("memory", format!("{} MiB", v.memory_mib)),
+        (
+            "vmm",
+            format!(
+                "{} ({})",
+                v.vmm,
+                v.accelerator.as_deref().unwrap_or("not started")
+            ),
+        ),
+        (
+            "boot",
+            v.boot_ms
+                .map(|b| format!("{:.2} s", b as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("started", opt_when(&v.started_at)),
+        ("created", when(&v.created_at)),
+    ]);
+    if let Some(r) = &v.reason {
+        println!("reason: {r}");
+    }
+    if let Some(t) = &v.console_tail {
+        println!("last console lines:\n{t}");
+    }
+    Ok(())
+}
+
+async fn wait(client: &Client, vm: &str, state: &str, timeout_s: u64) -> anyhow::Result<Vm> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    loop {
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs()
+            .clamp(1, 60);
+        match client
+            .get::<Vm>(&format!(
+                "/v1/vms/{}/wait?state={state}&timeout_s={left}",
+                seg(vm)
+            ))
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(e)
+                if e.downcast_ref::<super::client::ApiFailure>()
+                    .is_some_and(|f| f.code == "timeout")
+                    && std::time::Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        VmCmd::Create {
+            name,
+            image,
+            vcpus,
+            memory,
+            host,
+            no_start,
+            wait: w,
+            timeout,
+        } => {
+            let mut v: Vm = client
+                .post(
+                    "/v1/vms",
+                    json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
+                           "start": !no_start, "host_id": host}),
+                )
+                .await?;
+            if w && !no_start {
+                if !json_out {
+                    eprintln!("Created VM {} ({}); waiting for it to boot…", v.name, v.id);
+                }
+                v = wait(&client, &v.id, "running", timeout).await?;
+            }
+            show(&v, json_out)?;
+        }
+        VmCmd::List => {
+            let page: Page<Vm> = client.get("/v1/vms").await?;
+            if json_out {
+                output::json(&page)?;
+            } else {
+                table(&HEADER, page.items.iter().map(row));
+            }
+        }
+        VmCmd::Get { vm } => show(
+            &client.get(&format!("/v1/vms/{}", seg(&vm))).await?,
+            json_out,
+        )?,
+        VmCmd::Start {
+            vm,
+            wait: w,
+            timeout,
+        } => {
+            let mut v: Vm = client
+                .post(&format!("/v1/vms/{}/start", seg(&vm)), json!({}))
+                .await?;
+            if w {
+                v = wait(&client, &v.id, "running", timeout).await?;
+            }
+            show(&v, json_out)?;
+        }
+        VmCmd::Stop { vm, force } => {
+            let v: Vm = client
+                .post(
+                    &format!("/v1/vms/{}/stop?force={force}", seg(&vm)),
+                    json!({}),
+                )
+                .await?;
+            let v = wait(&client, &v.id, "stopped", 60).await?;
+            show(&v, json_out)?;
+        }
+        VmCmd::Reboot { vm, wait: w } => {
+            let mut v: Vm = client
+                .post(&format!("/v1/vms/{}/reboot", seg(&vm)), json!({}))
+                .await?;
+            if w {
+                v = wait(&client, &v.id, "running", 120).await?;
+            }
+            show(&v, json_out)?;
+        }
+        VmCmd::Delete { vm } => {
+            client.delete(&format!("/v1/vms/{}", seg(&vm))).await?;
+            if !json_out {
+                println!("Deleted VM {vm}.");
+            }
+        }
+        VmCmd::Exec {
+            vm,
+            env,
+            stdin,
+            timeout,
+            command,
+        } => {
+            let mut envs = serde_json::Map::new();
+            for kv in env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
+                envs.insert(k.to_string(), v.into());
+            }
+            let input = if stdin {
+                let mut s = String::new();
+                tokio::io::stdin().read_to_string(&mut s).await?;
+                Some(s)
+            } else {
+                None
+            };
+            let out: ExecResult = client
+                .post(
+                    &format!("/v1/vms/{}/exec", seg(&vm)),
+                    json!({"command": command, "env": envs, "stdin": input, "timeout_s": timeout}),
+                )
+                .await?;
+            if json_out {
+                output::json(&out)?;
+            } else {
+                std::io::stdout().write_all(out.stdout.as_bytes())?;
+                std::io::stderr().write_all(out.stderr.as_bytes())?;
+                if out.timed_out {
+                    eprintln!("hearth: the command was killed after {timeout} s");
+                }
+                if out.truncated {
+                    eprintln!("hearth: output beyond 8 MiB was dropped");
+                }
+            }
+            return Ok(ExitCode::from(out.exit_code.clamp(0, 255) as u8));
+        }
+        VmCmd::Console { vm, follow } => {
+            let path = format!("/v1/vms/{}/console", seg(&vm));
+            if !follow {
+                print!("{}", client.text(&path).await?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut ws = client.websocket(&path).await?;
+            let mut out = std::io::stdout();
+            loop {
+                tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Binary(b))) => { out.write_all(&b)?; out.flush()?; }
+                        Some(Ok(Message::Text(t))) => { out.write_all(t.as_bytes())?; out.flush()?; }
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => anyhow::bail!("console stream: {e}"),
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+        VmCmd::Shell { vm } => return shell(&client, &vm).await,
+        VmCmd::Metrics { vm, watch } => {
+            let path = format!("/v1/vms/{}/metrics", seg(&vm));
+            if !watch {
+                let m: VmMetrics = client.get(&path).await?;
+                print_metrics(&m, json_out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut ws = client.websocket(&path).await?;
+            loop {
+                tokio::select! {
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let v: serde_json::Value = serde_json::from_str(&t)?;
+                            if let Some(e) = v.get("error") { anyhow::bail!("{}", e.as_str().unwrap_or("metrics failed")); }
+                            print_metrics(&serde_json::from_value(v)?, json_out)?;
+                        }
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => anyhow::bail!("metrics stream: {e}"),
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_metrics(m: &VmMetrics, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        return output::json(m);
+    }
+    println!(
+        "cpu {:5.1}%  mem {:.0}/{:.0} MiB  disk {:.0}/{:.0} MiB  load {:.2} {:.2} {:.2}  procs {}  up {:.0} s",
+        m.cpu_percent,
+        m.memory_used_mib,
+        m.memory_total_mib,
+        m.disk_used_mib,
+        m.disk_total_mib,
+        m.load1,
+        m.load5,
+        m.load15,
+        m.processes,
+        m.uptime_s
+    );
+    Ok(())
+}
+
+nix::ioctl_read_bad!(tiocgwinsz, nix::libc::TIOCGWINSZ, nix::libc::winsize);
+
+fn terminal_size() -> (u16, u16) {
+    let mut ws = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ on stdout with a valid winsize to fill.
+    match unsafe { tiocgwinsz(1, &mut ws) } {
+        Ok(_) if ws.ws_row > 0 && ws.ws_col > 0 => (ws.ws_row, ws.ws_col),
+        _ => (24, 80),
+    }
+}
+
+/// Puts the terminal in raw mode and restores it on drop.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return RawMode(None);
+        }
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return RawMode(None);
+        };
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        RawMode(Some(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                saved,
+            );
+        }
+    }
+}
+
+async fn shell(client: &Client, vm: &str) -> anyhow::Result<ExitCode> {
+    let (rows, cols) = terminal_size();
+    let mut ws = client
+        .websocket(&format!(
+            "/v1/vms/{}/shell?rows={rows}&cols={cols}",
+            seg(vm)
+        ))
+        .await?;
+    let raw = RawMode::enter();
+    let mut stdin = tokio::io::stdin();
+    let mut out = std::io::stdout();
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut buf = vec![0u8; 4096];
+    let mut stdin_open = true;
+    let mut code = 0i32;
+    loop {
+        tokio::select! {
+            n = stdin.read(&mut buf), if stdin_open => match n {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    // End of input (not a terminal): end the shell like a typed ^D would.
+                    let _ = ws.send(Message::binary(vec![4u8])).await;
+                }
+                Ok(n) => ws.send(Message::binary(buf[..n].to_vec())).await?,
+            },
+            _ = winch.recv() => {
+                let (rows, cols) = terminal_size();
+                ws.send(Message::text(json!({"resize": {"rows": rows, "cols": cols}}).to_string())).await?;
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Binary(b))) => { out.write_all(&b)?; out.flush()?; }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    if let Some(c) = v.get("exit_code").and_then(|c| c.as_i64()) {
+                        code = c as i32;
+                    } else if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                        drop(raw);
+                        anyhow::bail!("shell: {e}");
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => { drop(raw); anyhow::bail!("shell connection: {e}"); }
+            },
+        }
+    }
+    drop(raw);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+pub async fn image(client: Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::List => {
+            let page: Page<Image> = client.get("/v1/images").await?;
+            if json_out {
+                return output::json(&page);
+            }
+            table(
+                &["name", "kind", "kernel", "size", "hosts"],
+                page.items.iter().map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.kind.clone(),
+                        i.kernel_version.clone(),
+                        format!("{:.1} MiB", i.size_bytes as f64 / (1024.0 * 1024.0)),
+                        i.hosts.join(","),
+                    ]
+                }),
+            );
+        }
+    }
+    Ok(())
+}
