@@ -18,6 +18,11 @@ up: build
 test:
 	scripts/test.sh
 
+# The benchmarks of PRODUCT.md (real guests; prints ratios; not part of `make test`).
+bench: setup
+	cargo build --release --locked --target x86_64-unknown-linux-musl -p hearth-guest
+	cargo run --release --locked -p hearth-bench
+
 # Regenerates the committed OpenAPI document after an API change.
 openapi:
 	cargo run -q -p hearth -- openapi > docs/openapi.json

@@ -218,3 +218,63 @@ pub async fn probe(qemu: PathBuf, image: &DefaultImage, run_dir: &Path) -> KvmVe
     let _ = tokio::time::timeout(Duration::from_secs(10), vm.exit).await;
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_image(dir: &Path) -> DefaultImage {
+        DefaultImage {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd"),
+            kernel_version: "6.1.0-test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn forced_modes_skip_the_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let tcg = AccelState::start(dir.path(), Some(fake_image(dir.path())), AccelMode::Tcg);
+        assert_eq!(tcg.choose(), Accel::Tcg);
+        assert!(!tcg.report()[0].usable);
+        let kvm = AccelState::start(dir.path(), None, AccelMode::Kvm);
+        assert_eq!(kvm.choose(), Accel::Kvm);
+        assert!(!dir.path().join("kvm-probe.json").exists());
+        assert_eq!("auto".parse::<AccelMode>(), Ok(AccelMode::Auto));
+        assert!("hvf".parse::<AccelMode>().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cached_verdict_is_used_without_probing_again() {
+        if kvm_openable().is_err() || hearth_vmm::VmmKind::Qemu.locate().is_none() {
+            eprintln!("skipped: needs /dev/kvm and QEMU to reach the cache");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = fake_image(dir.path());
+        let qemu = hearth_vmm::VmmKind::Qemu.locate().unwrap();
+        let key = format!(
+            "{}|{}",
+            image.kernel_version,
+            std::fs::metadata(&qemu)
+                .and_then(|m| m.modified())
+                .map(|t| format!("{t:?}"))
+                .unwrap()
+        );
+        let saved = Saved {
+            key,
+            verdict: KvmVerdict::Usable {
+                reason: "cached".into(),
+            },
+        };
+        std::fs::write(
+            dir.path().join("kvm-probe.json"),
+            serde_json::to_vec(&saved).unwrap(),
+        )
+        .unwrap();
+        // The image files do not exist: a probe would fail, so Usable proves the cache.
+        let s = AccelState::start(dir.path(), Some(image), AccelMode::Auto);
+        assert_eq!(s.choose(), Accel::Kvm);
+        assert_eq!(s.report()[0].reason.as_deref(), Some("cached"));
+    }
+}

@@ -218,3 +218,36 @@ async fn boots_a_guest_and_serves_the_protocol() {
         .unwrap();
     assert_eq!(status, "exit status: 0");
 }
+
+/// The real KVM probe on this host: whatever the verdict, it has a reason, it matches what
+/// a KVM boot does, and the probe leaves no QEMU behind.
+#[tokio::test]
+async fn the_kvm_probe_reaches_a_verdict_and_cleans_up() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("skipped: /dev/kvm cannot be opened here");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let image = hearth_agent::image::build_default(&data.path().join("images")).unwrap();
+    let run_dir = data.path().join("probe");
+    let qemu = hearth_vmm::VmmKind::Qemu.locate().expect("qemu installed");
+    let verdict = hearth_agent::accel::probe(qemu, &image, &run_dir).await;
+    eprintln!("verdict: {verdict:?}");
+    match &verdict {
+        hearth_agent::accel::KvmVerdict::Usable { reason }
+        | hearth_agent::accel::KvmVerdict::Unusable { reason } => assert!(!reason.is_empty()),
+        other => panic!("no verdict: {other:?}"),
+    }
+    let needle = run_dir.display().to_string();
+    let left = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+            .unwrap_or(false)
+    });
+    assert!(!left, "the probe left its QEMU running");
+}

@@ -273,6 +273,15 @@ async fn a_vm_lives_its_whole_life_through_the_api() {
         }
     }
     assert_eq!(exit.expect("an exit frame")["exit_code"], 3);
+    let (_, events) = t.get("/v1/events").await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "GET /v1/vms/{id}/shell"),
+        "opening a shell is audited: {events}"
+    );
 
     // Stop → stopped (exec refused) → start → running → delete.
     let run_dir = host.run_dir(&id);

@@ -39,13 +39,19 @@ pub struct DefaultImage {
 }
 
 /// Where the static `hearth-guest` binary is: `HEARTH_GUEST_BIN`, else beside this
-/// executable, else the workspace's musl build output.
+/// executable, else the workspace's musl build output. Only a static executable qualifies:
+/// a dynamically linked one fails in the guest with nothing but "Failed to execute /init".
 pub fn guest_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("HEARTH_GUEST_BIN") {
         let p = PathBuf::from(p);
         anyhow::ensure!(
             p.is_file(),
             "HEARTH_GUEST_BIN={} does not exist",
+            p.display()
+        );
+        anyhow::ensure!(
+            is_static_elf(&p),
+            "HEARTH_GUEST_BIN={} is not a static executable: build it for x86_64-unknown-linux-musl",
             p.display()
         );
         return Ok(p);
@@ -59,10 +65,40 @@ pub fn guest_binary() -> anyhow::Result<PathBuf> {
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/x86_64-unknown-linux-musl");
     candidates.push(ws.join("release/hearth-guest"));
     candidates.push(ws.join("debug/hearth-guest"));
-    candidates.into_iter().find(|p| p.is_file()).context(
+    candidates.into_iter().find(|p| is_static_elf(p)).context(
         "hearth-guest is not built: run `cargo build --release --target x86_64-unknown-linux-musl -p hearth-guest` \
          (make up does) or set HEARTH_GUEST_BIN",
     )
+}
+
+/// Whether `path` is an ELF64 executable without a program interpreter (statically linked).
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF magic, 64-bit, little-endian.
+    if data.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    const PT_INTERP: u32 = 3;
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        u32_at(at).is_some_and(|t| t != PT_INTERP)
+    })
 }
 
 /// The newest Debian cloud kernel installed on this host, with its version.
@@ -206,4 +242,19 @@ pub fn build_default(images_dir: &Path) -> anyhow::Result<DefaultImage> {
         initrd,
         kernel_version: kver,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_static_from_dynamic_executables() {
+        // This test binary is dynamically linked against glibc.
+        assert!(!is_static_elf(&std::env::current_exe().unwrap()));
+        assert!(!is_static_elf(Path::new("/etc/passwd")));
+        if let Ok(g) = guest_binary() {
+            assert!(is_static_elf(&g));
+        }
+    }
 }

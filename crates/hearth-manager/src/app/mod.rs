@@ -32,6 +32,8 @@ struct Inner {
     login_throttle: throttle::LoginThrottle,
     metrics: Metrics,
     agents: hosts::AgentClients,
+    /// Signalled whenever a VM's observed state is recorded, for `wait`.
+    vm_changed: tokio::sync::Notify,
 }
 
 impl App {
@@ -43,6 +45,7 @@ impl App {
                 login_throttle: throttle::LoginThrottle::default(),
                 metrics: Metrics::default(),
                 agents: hosts::AgentClients::default(),
+                vm_changed: tokio::sync::Notify::new(),
             }),
         }
     }

@@ -259,7 +259,7 @@ impl App {
             }))
             .await?
             .into_inner();
-        self.store().observe_vm(&v.id, &observed(&status)).await?;
+        self.observe(&v.id, &observed(&status)).await?;
         Ok(())
     }
 
@@ -356,9 +356,7 @@ impl App {
             .await;
         match res {
             Ok(s) => {
-                self.store()
-                    .observe_vm(&v.id, &observed(&s.into_inner()))
-                    .await?;
+                self.observe(&v.id, &observed(&s.into_inner())).await?;
             }
             // The agent has no such VM (it restarted): it is stopped either way.
             Err(s) if s.code() == tonic::Code::NotFound => {
@@ -384,7 +382,7 @@ impl App {
             .reboot_vm(agent.request(pb::VmRef { id: v.id.clone() }))
             .await?
             .into_inner();
-        self.store().observe_vm(&v.id, &observed(&s)).await?;
+        self.observe(&v.id, &observed(&s)).await?;
         self.vm(&v.id).await
     }
 
@@ -398,6 +396,10 @@ impl App {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_s);
         loop {
+            // Registered before reading, so a change recorded in between still wakes us.
+            let changed = self.inner.vm_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let v = self.vm(id_or_name).await?;
             if v.state == state {
                 return Ok(v);
@@ -425,7 +427,12 @@ impl App {
                     v.name, v.state
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Woken at once by a change this manager records; the poll catches changes
+            // recorded by another manager on the same database.
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
         }
     }
 
@@ -534,18 +541,26 @@ impl App {
         Ok((self.agent_for(&v).await?, v.id))
     }
 
+    /// Records an observation and wakes everyone waiting on a VM's state here.
+    async fn observe(&self, id: &str, o: &Observed) -> Result<bool, hearth_store::StoreError> {
+        let applied = self.store().observe_vm(id, o).await?;
+        if applied {
+            self.inner.vm_changed.notify_waiters();
+        }
+        Ok(applied)
+    }
+
     async fn mark(&self, id: &str, state: VmState, reason: Option<String>) -> ApiResult<()> {
-        self.store()
-            .observe_vm(
-                id,
-                &Observed {
-                    state: state.as_str().into(),
-                    reason,
-                    observed_at_ms: now_ms(),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        self.observe(
+            id,
+            &Observed {
+                state: state.as_str().into(),
+                reason,
+                observed_at_ms: now_ms(),
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -557,7 +572,7 @@ impl App {
     ) -> Result<(), RegistryError> {
         match self.store().vm(&s.id).await {
             Ok(v) if v.id == s.id && v.host_id.as_deref() == Some(host_id) => {
-                self.store().observe_vm(&v.id, &observed(s)).await?;
+                self.observe(&v.id, &observed(s)).await?;
             }
             // Not ours (deleted meanwhile, or another host's): ignore it.
             _ => {}
@@ -577,7 +592,7 @@ impl App {
         for v in self.store().vms_on_host(host_id).await? {
             match known.get(v.id.as_str()) {
                 Some(s) => {
-                    self.store().observe_vm(&v.id, &observed(s)).await?;
+                    self.observe(&v.id, &observed(s)).await?;
                 }
                 None => {
                     let active = matches!(
@@ -585,20 +600,19 @@ impl App {
                         "starting" | "running" | "paused" | "stopping"
                     );
                     if active && now_ms() - v.updated_at_ms > MISSING_GRACE_MS {
-                        self.store()
-                            .observe_vm(
-                                &v.id,
-                                &Observed {
-                                    state: "failed".into(),
-                                    reason: Some(
-                                        "its host's agent no longer runs it (the agent restarted)"
-                                            .into(),
-                                    ),
-                                    observed_at_ms: now_ms(),
-                                    ..Default::default()
-                                },
-                            )
-                            .await?;
+                        self.observe(
+                            &v.id,
+                            &Observed {
+                                state: "failed".into(),
+                                reason: Some(
+                                    "its host's agent no longer runs it (the agent restarted)"
+                                        .into(),
+                                ),
+                                observed_at_ms: now_ms(),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
                     }
                 }
             }

@@ -1,0 +1,332 @@
+//! `make bench`: boots real guests and prints the ratios PRODUCT.md holds Hearth to, each
+//! against its baseline measured in the same run on the same machine:
+//!
+//! - VM cold start through the API (create → `wait` answers `running`, i.e. the guest agent
+//!   answered) against a raw QEMU boot of the same kernel and initramfs until the same guest
+//!   agent answers on its channel;
+//! - `exec true` through the API against the same request sent straight over a guest channel;
+//! - host memory per idle VM beyond its guest's used RAM (QEMU's RSS), reported;
+//! - N VMs started at once: the slowest against one started alone.
+//!
+//! Medians of `HEARTH_BENCH_RUNS` runs (default 5). Timings on a shared 2-core machine are
+//! noisy; read the ratios, not single numbers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hearth_agent::accel::AccelMode;
+use hearth_guest_proto::client::GuestClient;
+use hearth_guest_proto::msg::Request;
+use hearth_manager::{Application, ManagerConfig};
+use hearth_vmm::qemu::Qemu;
+use hearth_vmm::{Accel, Hypervisor, VmConfig};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "bench-password";
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            bail!("{path}: {status} {text}");
+        }
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// One raw QEMU boot: launch until the guest agent completes its handshake.
+async fn raw_boot(
+    qemu: &Qemu,
+    cfg: &VmConfig,
+) -> anyhow::Result<(Duration, hearth_vmm::Launched, GuestClient)> {
+    let t0 = Instant::now();
+    let vm = qemu.launch(cfg).await?;
+    let io = vm.control.guest_stream().await?;
+    let guest = GuestClient::connect(io, Duration::from_secs(120)).await?;
+    Ok((t0.elapsed(), vm, guest))
+}
+
+async fn stop_raw(vm: hearth_vmm::Launched) {
+    vm.control.kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), vm.exit).await;
+}
+
+async fn api_boot(api: &Api, name: &str) -> anyhow::Result<(Duration, String)> {
+    let t0 = Instant::now();
+    let vm = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/vms",
+            Some(json!({"name": name, "memory_mib": 256})),
+        )
+        .await?;
+    let id = vm["id"].as_str().context("vm id")?.to_string();
+    api.call(
+        reqwest::Method::GET,
+        &format!("/v1/vms/{id}/wait?state=running&timeout_s=300"),
+        None,
+    )
+    .await?;
+    Ok((t0.elapsed(), id))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("HEARTH_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let parallel: usize = std::env::var("HEARTH_BENCH_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .max(1);
+    let dir = tempfile::tempdir()?;
+
+    // A manager and an agent in this process, on loopback, as `hearth up` runs them.
+    let mut config = ManagerConfig::for_data_dir(dir.path());
+    config.admin_password = Some(PASSWORD.to_string().into());
+    config.heartbeat_interval_ms = 1000;
+    // N VMs at once on a small host is an overcommit by design.
+    config.cpu_overcommit = config.cpu_overcommit.max(parallel as f64);
+    let app = Application::build(config).await?;
+    let url = app.url();
+    let token = app
+        .app()
+        .issue_join_token("bench", 10)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let accel_mode: AccelMode = std::env::var("HEARTH_ACCEL")
+        .unwrap_or_else(|_| "tcg".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let agent = hearth_agent::start(hearth_agent::AgentConfig {
+        manager_url: url.clone(),
+        join_token: Some(token.token.into()),
+        data_dir: dir.path().join("agent"),
+        listen: "127.0.0.1:0".parse()?,
+        advertise: None,
+        boot_timeout: Duration::from_secs(300),
+        accel: accel_mode,
+    })
+    .await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let login: Value = http
+        .post(format!("{url}/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api = Api {
+        http,
+        url,
+        token: login["token"].as_str().context("login")?.to_string(),
+    };
+    for _ in 0..100 {
+        let imgs = api.call(reqwest::Method::GET, "/v1/images", None).await?;
+        if imgs["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let image = hearth_agent::image::build_default(&dir.path().join("agent").join("images"))?;
+    let qemu = Qemu {
+        binary: hearth_vmm::VmmKind::Qemu
+            .locate()
+            .context("qemu-system-x86_64 is not installed")?,
+    };
+    let accel = if accel_mode == AccelMode::Kvm {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    let raw_cfg = |i: usize| VmConfig {
+        kernel: image.kernel.clone(),
+        initrd: image.initrd.clone(),
+        vcpus: 1,
+        memory_mib: 256,
+        accel,
+        hostname: format!("raw{i}"),
+        run_dir: dir.path().join("raw").join(i.to_string()),
+    };
+    eprintln!("accelerator: {}, {runs} runs each", accel.name());
+
+    // Cold start, alternating so drift in the machine's load hits both sides alike.
+    let (mut raw, mut via_api) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let (d, vm, _g) = raw_boot(&qemu, &raw_cfg(i)).await?;
+        stop_raw(vm).await;
+        raw.push(d);
+        let (d, id) = api_boot(&api, &format!("cold{i}")).await?;
+        api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
+            .await?;
+        via_api.push(d);
+        eprintln!(
+            "  cold start {i}: raw {} api {}",
+            ms(raw[i]),
+            ms(via_api[i])
+        );
+    }
+    let (raw_cold, api_cold) = (median(raw), median(via_api));
+
+    // Exec `true`: through the API against straight over the channel, on warm guests.
+    let (_, raw_vm, guest) = raw_boot(&qemu, &raw_cfg(1000)).await?;
+    let (_, id) = api_boot(&api, "exec").await?;
+    let req = Request::Exec {
+        argv: vec!["true".into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        timeout_ms: 0,
+        pty: None,
+    };
+    let n = 30;
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        guest.exec(&req, b"", 1024).await?;
+        direct.push(t.elapsed());
+        let t = Instant::now();
+        api.call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{id}/exec"),
+            Some(json!({"command": ["true"]})),
+        )
+        .await?;
+        through.push(t.elapsed());
+    }
+    let (exec_direct, exec_api) = (median(direct), median(through));
+    eprintln!(
+        "  exec true: direct {} api {}",
+        ms(exec_direct),
+        ms(exec_api)
+    );
+
+    // Memory: QEMU's resident set against what the idle guest itself uses.
+    let m = api
+        .call(reqwest::Method::GET, &format!("/v1/vms/{id}/metrics"), None)
+        .await?;
+    let guest_used_mib = m["memory_used_mib"].as_f64().unwrap_or(0.0);
+    let pid = std::fs::read_to_string(dir.path().join("agent/run/vms").join(&id).join("qemu.pid"))?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))?;
+    let rss_mib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0;
+    api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
+        .await?;
+    stop_raw(raw_vm).await;
+
+    // N at once against one alone (the median cold start above).
+    let t0 = Instant::now();
+    let boots = (0..parallel).map(|i| {
+        let api = &api;
+        async move { api_boot(api, &format!("par{i}")).await }
+    });
+    let results = futures_util::future::join_all(boots).await;
+    let mut slowest = Duration::ZERO;
+    for r in results {
+        let (d, id) = r?;
+        slowest = slowest.max(d);
+        api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
+            .await?;
+    }
+    let all = t0.elapsed();
+
+    agent.shutdown().await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+
+    println!();
+    println!(
+        "Hearth benchmarks ({} accelerator, medians of {runs})",
+        accel.name()
+    );
+    println!(
+        "{:<52} {:>12} {:>12} {:>8} {:>7}",
+        "what", "hearth", "baseline", "ratio", "goal"
+    );
+    let line = |what: &str, a: Duration, b: Duration, goal: &str| {
+        println!(
+            "{:<52} {:>12} {:>12} {:>7.3}x {:>7}",
+            what,
+            ms(a),
+            ms(b),
+            a.as_secs_f64() / b.as_secs_f64(),
+            goal
+        );
+    };
+    line(
+        "VM cold start: API → guest answering / raw QEMU",
+        api_cold,
+        raw_cold,
+        "≤1.15",
+    );
+    line(
+        "exec `true`: API / straight over the guest channel",
+        exec_api,
+        exec_direct,
+        "-",
+    );
+    line(
+        &format!("{parallel} VMs at once: slowest / one alone"),
+        slowest,
+        api_cold,
+        "report",
+    );
+    println!(
+        "{:<52} {:>9.1} MiB (QEMU RSS {rss_mib:.1} MiB − guest used {guest_used_mib:.1} MiB; Firecracker publishes 5 MiB)",
+        "host memory per idle VM beyond its guest's use",
+        rss_mib - guest_used_mib
+    );
+    println!(
+        "({parallel} VMs booted in {:.1} s in all)",
+        all.as_secs_f64()
+    );
+    Ok(())
+}
