@@ -202,20 +202,36 @@ pub async fn probe(qemu: PathBuf, image: &DefaultImage, run_dir: &Path) -> KvmVe
         let io = vm.control.guest_stream().await.ok()?;
         GuestClient::connect(io, PROBE_TIMEOUT).await.ok()
     };
+    let mut exit = vm.exit;
+    let mut exited = false;
     let verdict = match tokio::time::timeout(PROBE_TIMEOUT, answered).await {
         Ok(Some(_)) => KvmVerdict::Usable {
             reason: "a probe guest booted under KVM".into(),
         },
-        _ => KvmVerdict::Unusable {
-            reason: format!(
-                "a probe guest did not reach its agent within {} s under KVM (a nested or \
-                 restricted KVM?); VMs run under TCG",
-                PROBE_TIMEOUT.as_secs()
-            ),
+        _ => match exit.try_recv() {
+            // QEMU itself gave up (a nested PVM KVM aborts on an MSR an ordinary kernel sets).
+            Ok(how) => {
+                exited = true;
+                let stderr =
+                    std::fs::read_to_string(run_dir.join("qemu.stderr")).unwrap_or_default();
+                let first = stderr.lines().next().unwrap_or("").trim().to_string();
+                KvmVerdict::Unusable {
+                    reason: format!("QEMU stops under KVM ({how}: {first}); VMs run under TCG"),
+                }
+            }
+            Err(_) => KvmVerdict::Unusable {
+                reason: format!(
+                    "a probe guest did not reach its agent within {} s under KVM (a nested or \
+                     restricted KVM?); VMs run under TCG",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            },
         },
     };
-    vm.control.kill();
-    let _ = tokio::time::timeout(Duration::from_secs(10), vm.exit).await;
+    if !exited {
+        vm.control.kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), exit).await;
+    }
     verdict
 }
 
