@@ -135,14 +135,7 @@ impl AccelState {
             return state;
         };
         let cache = data_dir.join("kvm-probe.json");
-        let key = format!(
-            "{}|{}",
-            image.kernel_version,
-            std::fs::metadata(&qemu)
-                .and_then(|m| m.modified())
-                .map(|t| format!("{t:?}"))
-                .unwrap_or_default()
-        );
+        let key = cache_key(&image, &qemu);
         if let Some(saved) = std::fs::read(&cache)
             .ok()
             .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())
@@ -168,6 +161,15 @@ impl AccelState {
         });
         state
     }
+}
+
+/// What a cached verdict is valid for: this kernel and this QEMU binary.
+fn cache_key(image: &DefaultImage, qemu: &Path) -> String {
+    let qemu_mtime = std::fs::metadata(qemu)
+        .and_then(|m| m.modified())
+        .map(|t| format!("{t:?}"))
+        .unwrap_or_default();
+    format!("{}|{qemu_mtime}", image.kernel_version)
 }
 
 fn kvm_openable() -> Result<(), String> {
@@ -269,14 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = fake_image(dir.path());
         let qemu = hearth_vmm::VmmKind::Qemu.locate().unwrap();
-        let key = format!(
-            "{}|{}",
-            image.kernel_version,
-            std::fs::metadata(&qemu)
-                .and_then(|m| m.modified())
-                .map(|t| format!("{t:?}"))
-                .unwrap()
-        );
+        let key = cache_key(&image, &qemu);
         let saved = Saved {
             key,
             verdict: KvmVerdict::Usable {

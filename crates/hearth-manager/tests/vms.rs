@@ -327,15 +327,10 @@ async fn a_vm_lives_its_whole_life_through_the_api() {
         "resized memory: {out}"
     );
 
-    let (s, _) = t
-        .call(
-            Method::DELETE,
-            &format!("/v1/vms/{id}"),
-            Some(&t.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.delete(&format!("/v1/vms/{id}")).await,
+        StatusCode::NO_CONTENT
+    );
     let (s, _) = t.get(&format!("/v1/vms/{id}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(!run_dir.exists(), "run dir left behind");
@@ -385,26 +380,16 @@ async fn a_vm_whose_qemu_dies_or_never_answers_is_failed_with_its_console_tail()
     assert_eq!(s, StatusCode::ACCEPTED, "{vm}");
     let (s, vm) = wait(&t, &id, "running", 150).await;
     assert_eq!(s, StatusCode::OK, "{vm}");
-    let (s, _) = t
-        .call(
-            Method::DELETE,
-            &format!("/v1/vms/{id}"),
-            Some(&t.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.delete(&format!("/v1/vms/{id}")).await,
+        StatusCode::NO_CONTENT
+    );
     let first = host.agent.as_ref().unwrap().host_id.clone();
     host.shutdown().await;
-    let (s, _) = t
-        .call(
-            Method::DELETE,
-            &format!("/v1/hosts/{first}"),
-            Some(&t.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.delete(&format!("/v1/hosts/{first}")).await,
+        StatusCode::NO_CONTENT
+    );
 
     // A guest that does not answer within the bound: one second is far less than a boot.
     let impatient = start_host(&t, Duration::from_secs(1)).await;

@@ -16,3 +16,9 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// Whether `s` can be an id sent between components: 1–64 ASCII letters, digits or dashes
+/// (a UUID, or anything else that is safe in a path and a log line).
+pub fn is_plain_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}

@@ -45,13 +45,7 @@ pub struct VmSpec {
 
 impl VmSpec {
     pub fn validate(&self) -> Result<(), VmError> {
-        let ok_id = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !ok_id {
+        if !hearth_types::is_plain_id(&self.id) {
             return Err(VmError::Invalid(
                 "VM id must be 1–64 letters, digits or dashes".into(),
             ));

@@ -173,23 +173,13 @@ impl App {
 
     pub async fn host(&self, id_or_name: &str) -> ApiResult<Host> {
         let h = self.store().host(id_or_name).await?;
-        let a = self
-            .allocations()
-            .await?
-            .get(&h.id)
-            .copied()
-            .unwrap_or_default();
+        let a = self.allocated_on(&h.id).await?;
         Ok(self.host_view(h, a))
     }
 
     pub async fn set_cordoned(&self, id_or_name: &str, cordoned: bool) -> ApiResult<Host> {
         let h = self.store().host(id_or_name).await?;
-        let a = self
-            .allocations()
-            .await?
-            .get(&h.id)
-            .copied()
-            .unwrap_or_default();
+        let a = self.allocated_on(&h.id).await?;
         Ok(self.host_view(self.store().set_host_cordoned(&h.id, cordoned).await?, a))
     }
 
@@ -253,13 +243,7 @@ impl App {
                 "agent_token must be 32–256 characters".into(),
             ));
         }
-        let valid_id = !req.host_id.is_empty()
-            && req.host_id.len() <= 64
-            && req
-                .host_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !valid_id {
+        if !hearth_types::is_plain_id(&req.host_id) {
             return Err(RegistryError::Invalid(
                 "host_id must be 1–64 letters, digits or dashes".into(),
             ));

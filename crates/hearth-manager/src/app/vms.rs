@@ -105,6 +105,14 @@ impl App {
         Ok(out)
     }
 
+    pub(crate) async fn allocated_on(&self, host_id: &str) -> ApiResult<Resources> {
+        Ok(self
+            .allocations()
+            .await?
+            .remove(host_id)
+            .unwrap_or_default())
+    }
+
     /// Room left on `h` for a VM of this size, or why there is none.
     fn fits(&self, h: &Host, vcpus: u32, memory_mib: u64) -> Result<(), String> {
         let cfg = self.config();

@@ -157,6 +157,12 @@ impl TestApp {
             .await
     }
 
+    pub async fn delete(&self, path: &str) -> StatusCode {
+        self.call(Method::DELETE, path, Some(&self.admin_token), None)
+            .await
+            .0
+    }
+
     pub async fn join_token(&self) -> String {
         let (s, b) = self.post("/v1/hosts/join-tokens", json!({})).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
