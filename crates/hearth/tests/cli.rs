@@ -334,6 +334,7 @@ fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
         home: tempfile::tempdir().unwrap(),
         url: format!("http://127.0.0.1:{port}"),
     };
+    let _reap = ReapVms(data.clone());
     let host_id = {
         let _up = start_up(&data, port, Some("restart-password"));
         assert!(env
@@ -354,6 +355,17 @@ fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
         !data.join("admin-password").exists(),
         "the password came from the environment"
     );
+    // A VM that was running before is running again after the restart (booted anew).
+    {
+        let _up = start_up(&data, port, None);
+        env.ok(&["vm", "create", "keeper", "--no-start"]);
+        // Until the restarted agent has joined again, its old address refuses: retry.
+        wait_for("the VM to start", Duration::from_secs(30), || {
+            env.run(&["vm", "start", "keeper"]).status.success()
+        });
+        let vm = env.json(&["vm", "get", "keeper"]);
+        assert_ne!(vm["state"], "failed", "{vm}");
+    }
     let _up = start_up(&data, port, None);
     // Sessions live in the database, so the saved login still works.
     wait_for("the local agent again", Duration::from_secs(30), || {
@@ -364,6 +376,13 @@ fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
     assert_eq!(
         env.json(&["host", "list"])["items"][0]["id"],
         host_id.as_str()
+    );
+    wait_for("the VM to run again", Duration::from_secs(150), || {
+        env.json(&["vm", "get", "keeper"])["state"] == "running"
+    });
+    assert_eq!(
+        env.ok(&["vm", "exec", "keeper", "--", "hostname"]).trim(),
+        "keeper"
     );
 }
 

@@ -34,6 +34,8 @@ struct Inner {
     agents: hosts::AgentClients,
     /// Signalled whenever a VM's observed state is recorded, for `wait`.
     vm_changed: tokio::sync::Notify,
+    /// VMs being started again after their agent lost them.
+    restarting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl App {
@@ -46,6 +48,7 @@ impl App {
                 metrics: Metrics::default(),
                 agents: hosts::AgentClients::default(),
                 vm_changed: tokio::sync::Notify::new(),
+                restarting: Default::default(),
             }),
         }
     }

@@ -30,9 +30,9 @@ const MIN_MEMORY_MIB: u64 = 64;
 const MAX_EXEC_STDIN: usize = 1 << 20;
 const MAX_EXEC_ARGS: usize = 1024;
 const MAX_WAIT_S: u64 = 600;
-/// A VM the agent does not list is only declared lost when its record is older than this,
-/// so a heartbeat racing a create does not fail the new VM.
-const MISSING_GRACE_MS: i64 = 15_000;
+/// A VM its agent does not list is only started again when its record is older than this,
+/// so a heartbeat that races a create or a start does not start it twice.
+const MISSING_GRACE_MS: i64 = 5_000;
 
 fn vm_view(r: VmRecord) -> Vm {
     Vm {
@@ -303,6 +303,10 @@ impl App {
 
     pub async fn delete_vm(&self, id_or_name: &str) -> ApiResult<()> {
         let v = self.store().vm(id_or_name).await?;
+        // First stop wanting it to run, so a heartbeat cannot start it again meanwhile.
+        self.store()
+            .update_vm_spec(&v.id, &v.name, v.vcpus, v.memory_mib, "stopped")
+            .await?;
         if v.host_id.is_some() {
             let agent = self.agent_for(&v).await?;
             agent
@@ -603,24 +607,12 @@ impl App {
                     self.observe(&v.id, &observed(s)).await?;
                 }
                 None => {
-                    let active = matches!(
-                        v.state.as_str(),
-                        "starting" | "running" | "paused" | "stopping"
-                    );
-                    if active && now_ms() - v.updated_at_ms > MISSING_GRACE_MS {
-                        self.observe(
-                            &v.id,
-                            &Observed {
-                                state: "failed".into(),
-                                reason: Some(
-                                    "its host's agent no longer runs it (the agent restarted)"
-                                        .into(),
-                                ),
-                                observed_at_ms: now_ms(),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
+                    // A VM that should run but that its agent does not know (the agent
+                    // restarted, losing its VMs): boot it again. Waiting out the grace
+                    // period keeps a heartbeat that races a create from doing this.
+                    if v.desired_state == "running" && now_ms() - v.updated_at_ms > MISSING_GRACE_MS
+                    {
+                        self.restart_lost(v);
                     }
                 }
             }
@@ -630,6 +622,40 @@ impl App {
 }
 
 impl App {
+    /// Starts a VM its agent lost, once at a time per VM, in the background (a heartbeat
+    /// must not wait for it).
+    fn restart_lost(&self, v: VmRecord) {
+        let mut restarting = self
+            .inner
+            .restarting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !restarting.insert(v.id.clone()) {
+            return;
+        }
+        drop(restarting);
+        let app = self.clone();
+        tokio::spawn(async move {
+            tracing::warn!(vm = %v.id, name = %v.name, "its agent no longer runs it; starting it again");
+            if let Err(e) = app.start_on_agent(&v).await {
+                let _ = app
+                    .mark(
+                        &v.id,
+                        VmState::Failed,
+                        Some(format!(
+                            "its host's agent lost it and starting it again failed: {e}"
+                        )),
+                    )
+                    .await;
+            }
+            app.inner
+                .restarting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&v.id);
+        });
+    }
+
     /// The images the hosts report, merged by name.
     pub async fn list_images(&self) -> ApiResult<Page<hearth_types::vm::Image>> {
         let mut by_name: std::collections::BTreeMap<String, hearth_types::vm::Image> =
