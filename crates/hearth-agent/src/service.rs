@@ -374,6 +374,48 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn put_file(
+        &self,
+        req: Request<pb::PutFileRequest>,
+    ) -> Result<Response<pb::PutFileResponse>, Status> {
+        use base64::Engine;
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        if !r.path.starts_with('/') || r.path.len() > 4096 {
+            return Err(Status::invalid_argument(
+                "path must be absolute (at most 4096 bytes)",
+            ));
+        }
+        let guest = self.vms.guest(&r.id, "write a file").map_err(status)?;
+        let chunks: Vec<&[u8]> = if r.data.is_empty() {
+            vec![&[]]
+        } else {
+            r.data.chunks(512 << 10).collect()
+        };
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let w = GuestRequest::WriteFile {
+                path: r.path.clone(),
+                data: base64::engine::general_purpose::STANDARD.encode(chunk),
+                mode: if r.mode == 0 { 0o644 } else { r.mode & 0o7777 },
+                append: i > 0,
+            };
+            match tokio::time::timeout(Duration::from_secs(30), guest.call(&w)).await {
+                Ok(Ok(GuestResponse::Ok)) => {}
+                Ok(Ok(GuestResponse::Error { message })) => {
+                    return Err(Status::failed_precondition(message))
+                }
+                Ok(Ok(other)) => return Err(Status::internal(format!("guest answered {other:?}"))),
+                Ok(Err(e)) => return Err(guest_error(e)),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "the guest did not write the file within 30 s",
+                    ))
+                }
+            }
+        }
+        Ok(Response::new(pb::PutFileResponse {}))
+    }
+
     async fn metrics(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmMetrics>, Status> {
         self.authorize(&req)?;
         let id = req.into_inner().id;

@@ -184,8 +184,16 @@ async fn boots_a_guest_and_serves_the_protocol() {
     }
     let w = Request::WriteFile {
         path: "/tmp/x/y.txt".into(),
-        data: "aGk=".into(),
+        data: "aA==".into(),
         mode: 0o600,
+        append: false,
+    };
+    assert_eq!(guest.call(&w).await.unwrap(), Response::Ok);
+    let w = Request::WriteFile {
+        path: "/tmp/x/y.txt".into(),
+        data: "aQ==".into(),
+        mode: 0o600,
+        append: true,
     };
     assert_eq!(guest.call(&w).await.unwrap(), Response::Ok);
     assert_eq!(

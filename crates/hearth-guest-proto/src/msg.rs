@@ -41,13 +41,17 @@ pub enum Request {
     ReadFile {
         path: String,
     },
-    /// Writes a file, creating parent directories.
+    /// Writes a file, creating parent directories. A file larger than one frame is sent as
+    /// a first write and then appends.
     WriteFile {
         path: String,
         /// Base64.
         data: String,
         #[serde(default = "default_mode")]
         mode: u32,
+        /// Add to the end instead of replacing.
+        #[serde(default)]
+        append: bool,
     },
     /// Sets the hostname (a clone after a restore gets its own).
     SetHostname {

@@ -228,8 +228,13 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
                 message: format!("{path}: {e}"),
             },
         },
-        Request::WriteFile { path, data, mode } => match b64.decode(data.as_bytes()) {
-            Ok(bytes) => match write_file(&path, &bytes, mode) {
+        Request::WriteFile {
+            path,
+            data,
+            mode,
+            append,
+        } => match b64.decode(data.as_bytes()) {
+            Ok(bytes) => match write_file(&path, &bytes, mode, append) {
                 Ok(()) => Response::Ok,
                 Err(e) => Response::Error {
                     message: format!("{path}: {e}"),
@@ -265,17 +270,20 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
     out.reply(stream, &resp);
 }
 
-fn write_file(path: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn write_file(path: &str, data: &[u8], mode: u32, append: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = std::path::Path::new(path).parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut f = File::options()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(!append)
+        .append(append)
         .mode(mode)
         .open(path)?;
     f.write_all(data)?;
+    // `mode` applies when the file is created; keep it right when it already existed.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.sync_all()
 }

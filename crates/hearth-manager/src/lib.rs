@@ -73,13 +73,26 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let janitor = tokio::spawn(janitor(self.app.clone()));
+        let pools = tokio::spawn(pool_upkeep(self.app.clone()));
         let router = http::router(self.app.clone());
         let res = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
         janitor.abort();
+        pools.abort();
         self.app.store().close().await;
         res.context("serving HTTP")
+    }
+}
+
+/// Function pools: idle TTLs and pre-warming, every second.
+async fn pool_upkeep(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        app.maintain_pools(first).await;
+        first = false;
     }
 }
 

@@ -16,10 +16,25 @@ pub struct HttpLabels {
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FnLabels {
+    pub function: String,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FnName {
+    pub function: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: HistogramFamily,
+    fn_invocations: Family<FnLabels, Counter>,
+    fn_cold_starts: Family<FnName, Counter>,
+    fn_duration: Family<FnName, Histogram, fn() -> Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -42,10 +57,32 @@ impl Default for Metrics {
             "HTTP request latency by method, route and status",
             http_latency.clone(),
         );
+        let fn_invocations = Family::<FnLabels, Counter>::default();
+        let fn_cold_starts = Family::<FnName, Counter>::default();
+        let fn_duration: Family<FnName, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "function_invocations",
+            "Function invocations by function and result",
+            fn_invocations.clone(),
+        );
+        registry.register(
+            "function_cold_starts",
+            "Function invocations that booted a VM",
+            fn_cold_starts.clone(),
+        );
+        registry.register(
+            "function_duration_seconds",
+            "Function invocation duration, including any cold start",
+            fn_duration.clone(),
+        );
         Metrics {
             registry,
             http_requests,
             http_latency,
+            fn_invocations,
+            fn_cold_starts,
+            fn_duration,
         }
     }
 }
@@ -54,6 +91,24 @@ impl Metrics {
     pub fn observe_http(&self, labels: HttpLabels, seconds: f64) {
         self.http_requests.get_or_create(&labels).inc();
         self.http_latency.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn function_invoked(&self, function: &str, ok: bool, cold: bool, duration_ms: u64) {
+        let name = FnName {
+            function: function.to_string(),
+        };
+        self.fn_invocations
+            .get_or_create(&FnLabels {
+                function: function.to_string(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        if cold {
+            self.fn_cold_starts.get_or_create(&name).inc();
+        }
+        self.fn_duration
+            .get_or_create(&name)
+            .observe(duration_ms as f64 / 1000.0);
     }
 
     pub fn render(&self) -> String {

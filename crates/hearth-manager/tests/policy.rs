@@ -41,6 +41,16 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/vms/{id}/shell", "operator"),
     ("GET", "/v1/vms/{id}/metrics", "viewer"),
     ("GET", "/v1/images", "viewer"),
+    ("GET", "/v1/runtimes", "viewer"),
+    ("GET", "/v1/functions", "viewer"),
+    ("POST", "/v1/functions", "operator"),
+    ("GET", "/v1/functions/{name}", "viewer"),
+    ("PATCH", "/v1/functions/{name}", "operator"),
+    ("DELETE", "/v1/functions/{name}", "operator"),
+    ("POST", "/v1/functions/{name}/invoke", "operator"),
+    ("GET", "/v1/functions/{name}/logs", "viewer"),
+    ("GET", "/v1/functions/{name}/metrics", "viewer"),
+    ("GET", "/v1/invocations/{id}", "viewer"),
     ("GET", "/v1/events", "viewer"),
     ("GET", "/healthz", "public"),
     ("GET", "/readyz", "public"),
@@ -92,7 +102,9 @@ async fn every_route_enforces_its_role() {
     t.user_token("otto", "operator").await;
     let people = [("viewer", "vera"), ("operator", "otto"), ("admin", "admin")];
     for (method, route, who) in EXPECTED {
-        let path = route.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let path = route
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{name}", "no-such-thing");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let body = (method == Method::POST || method == Method::PATCH).then(|| json!({}));
 

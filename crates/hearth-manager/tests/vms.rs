@@ -4,71 +4,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::host::start_host;
 use common::{assert_error, TestApp};
 use futures_util::{SinkExt, StreamExt};
-use hearth_agent::accel::AccelMode;
-use hearth_agent::{AgentConfig, RunningAgent};
+use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Kills whatever QEMU the agent left in its run dirs, even when the test panicked.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        hearth_agent::vm::reap_leftovers(&self.0);
-    }
-}
-
-struct Host {
-    agent: Option<RunningAgent>,
-    dir: tempfile::TempDir,
-    _reaper: Reaper,
-}
-
-impl Host {
-    fn run_dir(&self, vm_id: &str) -> PathBuf {
-        self.dir.path().join("run").join("vms").join(vm_id)
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(a) = self.agent.take() {
-            a.shutdown().await;
-        }
-    }
-}
-
-async fn start_host(t: &TestApp, boot_timeout: Duration) -> Host {
-    let dir = tempfile::tempdir().unwrap();
-    let reaper = Reaper(dir.path().join("run").join("vms"));
-    let agent = hearth_agent::start(AgentConfig {
-        manager_url: t.url.clone(),
-        join_token: Some(t.join_token().await.into()),
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        boot_timeout,
-        accel: AccelMode::Tcg,
-    })
-    .await
-    .expect("agent starts");
-    // The host counts once its first heartbeat lists the default image.
-    common::eventually(Duration::from_secs(20), "the host's images", || async {
-        let (_, b) = t.get("/v1/images").await;
-        b["items"].as_array().is_some_and(|i| !i.is_empty())
-    })
-    .await;
-    Host {
-        agent: Some(agent),
-        dir,
-        _reaper: reaper,
-    }
-}
 
 /// Waits (up to `secs`) for a state through the API's own wait route.
 async fn wait(t: &TestApp, id: &str, state: &str, secs: u64) -> (StatusCode, Value) {

@@ -11,6 +11,7 @@
 
 mod auth;
 mod events;
+mod functions;
 mod hosts;
 mod vms;
 
@@ -22,6 +23,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
 pub use auth::{ApiKeyRow, SessionPrincipal};
+pub use functions::{FunctionRecord, InvocationRecord, KEEP_INVOCATIONS};
 pub use hosts::{HostRecord, NewHost};
 pub use vms::{Observed, VmRecord};
 

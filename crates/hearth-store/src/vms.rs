@@ -24,6 +24,8 @@ pub struct VmRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub started_at_ms: Option<i64>,
+    /// Set when the VM serves a function's pool.
+    pub function_id: Option<String>,
 }
 
 /// What an agent observed about one VM.
@@ -40,7 +42,7 @@ pub struct Observed {
 
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
-                    updated_at, started_at";
+                    updated_at, started_at, function_id";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -61,6 +63,7 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         created_at_ms: col(row, "created_at")?,
         updated_at_ms: col(row, "updated_at")?,
         started_at_ms: col(row, "started_at")?,
+        function_id: col(row, "function_id")?,
     })
 }
 
@@ -72,7 +75,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17)"
+             $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -91,6 +94,7 @@ impl Store {
         .bind(v.created_at_ms)
         .bind(v.updated_at_ms)
         .bind(v.started_at_ms)
+        .bind(&v.function_id)
         .execute(&self.pool)
         .await
         .map_err(|e| unique(e, name_taken(&v.name)))?;
@@ -127,6 +131,16 @@ impl Store {
             .bind(host_id)
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(vm).collect()
+    }
+
+    /// VMs that serve functions' pools.
+    pub async fn function_vms(&self) -> Result<Vec<VmRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM vms WHERE function_id IS NOT NULL"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(vm).collect()
     }
 

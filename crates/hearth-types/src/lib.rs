@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod function;
 pub mod host;
 pub mod vm;
 

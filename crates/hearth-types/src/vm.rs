@@ -126,6 +126,8 @@ pub struct Vm {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The function whose pool this VM serves (such VMs come and go with the pool).
+    pub function_id: Option<String>,
 }
 
 /// `POST /v1/vms`

@@ -4,7 +4,9 @@
 //! whose API keys) live here too.
 
 pub mod auth;
+pub mod functions;
 pub mod hosts;
+pub mod pool;
 pub mod throttle;
 pub mod vms;
 
@@ -36,6 +38,7 @@ struct Inner {
     vm_changed: tokio::sync::Notify,
     /// VMs being started again after their agent lost them.
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
+    pools: pool::Pools,
 }
 
 impl App {
@@ -49,6 +52,7 @@ impl App {
                 agents: hosts::AgentClients::default(),
                 vm_changed: tokio::sync::Notify::new(),
                 restarting: Default::default(),
+                pools: Default::default(),
             }),
         }
     }

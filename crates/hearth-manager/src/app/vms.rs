@@ -56,6 +56,7 @@ fn vm_view(r: VmRecord) -> Vm {
         created_at: to_time(r.created_at_ms),
         updated_at: to_time(r.updated_at_ms),
         started_at: r.started_at_ms.map(to_time),
+        function_id: r.function_id,
     }
 }
 
@@ -212,6 +213,15 @@ impl App {
     }
 
     pub async fn create_vm(&self, req: CreateVm) -> ApiResult<Vm> {
+        self.create_vm_for(req, None).await
+    }
+
+    /// Creates a VM, for a user or (with `function_id`) for a function's pool.
+    pub(crate) async fn create_vm_for(
+        &self,
+        req: CreateVm,
+        function_id: Option<&str>,
+    ) -> ApiResult<Vm> {
         check_name(&req.name).map_err(ApiError::BadRequest)?;
         let vcpus = req.vcpus.unwrap_or(1);
         let memory_mib = req.memory_mib.unwrap_or(256);
@@ -246,6 +256,7 @@ impl App {
             created_at_ms: now,
             updated_at_ms: now,
             started_at_ms: None,
+            function_id: function_id.map(str::to_string),
         };
         self.store().insert_vm(&record).await?;
         if start {

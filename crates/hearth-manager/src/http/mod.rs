@@ -8,6 +8,7 @@
 
 mod auth;
 pub mod extract;
+mod functions;
 mod hosts;
 mod ops;
 pub mod policy;
@@ -46,7 +47,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "vms"), (name = "images"), (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -93,10 +94,33 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::shell_vm))
         .routes(routes!(vms::metrics_vm))
         .routes(routes!(vms::list_images))
+        .merge(function_routes())
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+}
+
+/// Functions' routes; creating and updating one carries code, so their bodies may be larger.
+fn function_routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(functions::list_runtimes))
+        .routes(routes!(
+            functions::list_functions,
+            functions::create_function
+        ))
+        .routes(routes!(
+            functions::get_function,
+            functions::update_function,
+            functions::delete_function
+        ))
+        .routes(routes!(functions::invoke_function))
+        .routes(routes!(functions::function_logs))
+        .routes(routes!(functions::function_metrics))
+        .routes(routes!(functions::get_invocation))
+        .layer(DefaultBodyLimit::max(
+            crate::app::functions::MAX_CODE_BYTES * 4 / 3 + (64 << 10),
+        ))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `docs/openapi.json`.

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::time::Duration;
 
 use hearth_manager::{Application, ManagerConfig};

@@ -1,0 +1,510 @@
+//! Functions: their records, their runtimes, and invoking them.
+//!
+//! An invocation takes a VM from the function's pool ([`super::pool`]), runs the handler in
+//! it through the host's agent, records what happened, and gives the VM back (or retires it
+//! when it misbehaved or runs old code).
+//!
+//! The `native` runtime runs an uploaded executable as `/code/handler` in the default image:
+//! the event JSON on its stdin, its result JSON on stdout, its logs on stderr; a non-zero
+//! exit is an error whose message is the last line of stderr. Per-invocation context comes
+//! as `HEARTH_INVOCATION_ID`, `HEARTH_FUNCTION`, `HEARTH_DEADLINE_MS` in the environment.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use base64::Engine;
+use hearth_store::{now_ms, to_time, FunctionRecord, InvocationRecord};
+use hearth_types::api::Page;
+use hearth_types::function::{
+    CreateFunction, FnError, FnMode, Function, FunctionMetrics, Invocation, InvokeResult,
+    RuntimeInfo, UpdateFunction,
+};
+use hearth_types::new_id;
+use hearth_types::vm::{check_name, ExecVm};
+use sha2::{Digest, Sha256};
+
+use super::{page, page_limit, App};
+use crate::error::{ApiError, ApiResult};
+
+/// Largest code accepted (the agent RPC carries at most 4 MiB).
+pub const MAX_CODE_BYTES: usize = 3 << 20;
+/// Largest event accepted.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Logs kept per invocation.
+const MAX_LOGS: usize = 64 << 10;
+
+/// The runtimes Hearth knows. `native` works today; the others need runtime images.
+const RUNTIMES: &[(&str, &str, &str)] = &[
+    (
+        "native",
+        "an uploaded executable (static, or a script for /bin/sh), run in the default image",
+        "ignored; the code is run as /code/handler",
+    ),
+    (
+        "python",
+        "Python 3 (Debian rootfs)",
+        "module.function, default handler.handler",
+    ),
+    (
+        "node",
+        "Node.js (Debian rootfs)",
+        "module.function, default handler.handler",
+    ),
+    (
+        "ruby",
+        "Ruby (Debian rootfs)",
+        "file.method, default handler.handler",
+    ),
+    (
+        "php",
+        "PHP (Debian rootfs)",
+        "file.function, default handler.handler",
+    ),
+    (
+        "perl",
+        "Perl (Debian rootfs)",
+        "file.sub, default handler.handler",
+    ),
+    (
+        "lua",
+        "Lua (Debian rootfs)",
+        "file.function, default handler.handler",
+    ),
+    (
+        "bash",
+        "Bash (Debian rootfs)",
+        "file.function, default handler.handler",
+    ),
+    (
+        "java",
+        "Java (Debian rootfs)",
+        "Class.method, default Handler.handle",
+    ),
+    (
+        "go",
+        "Go, compiled on the host to a static binary",
+        "ignored",
+    ),
+    (
+        "rust",
+        "Rust, compiled on the host to a static binary",
+        "ignored",
+    ),
+];
+
+fn runtime_available(name: &str) -> Result<(), String> {
+    match name {
+        "native" => Ok(()),
+        _ => Err(format!(
+            "the {name} runtime's image is not built by this version of Hearth yet; use native"
+        )),
+    }
+}
+
+fn mode_of(s: &str) -> FnMode {
+    if s == "persistent" {
+        FnMode::Persistent
+    } else {
+        FnMode::Process
+    }
+}
+
+pub(crate) fn env_of(f: &FunctionRecord) -> BTreeMap<String, String> {
+    serde_json::from_str(&f.env).unwrap_or_default()
+}
+
+fn view(f: FunctionRecord) -> Function {
+    Function {
+        env: env_of(&f),
+        mode: mode_of(&f.mode),
+        id: f.id,
+        name: f.name,
+        runtime: f.runtime,
+        handler: f.handler,
+        memory_mib: f.memory_mib,
+        timeout_s: f.timeout_s,
+        min_warm: f.min_warm,
+        max_instances: f.max_instances,
+        idle_ttl_s: f.idle_ttl_s,
+        code_sha256: f.code_sha256,
+        code_size: f.code_size,
+        created_at: to_time(f.created_at_ms),
+        updated_at: to_time(f.updated_at_ms),
+    }
+}
+
+fn invocation_view(i: InvocationRecord, function: &str) -> Invocation {
+    Invocation {
+        output: serde_json::from_str(&i.output).unwrap_or_default(),
+        error: i
+            .error
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok()),
+        id: i.id,
+        function: function.to_string(),
+        status: i.status,
+        duration_ms: i.duration_ms,
+        cold_start: i.cold_start,
+        logs: i.logs,
+        at: to_time(i.created_at_ms),
+    }
+}
+
+/// The code's bytes from `code` or `code_base64` (exactly one).
+fn code_bytes(code: Option<String>, code_base64: Option<String>) -> ApiResult<Option<Vec<u8>>> {
+    let bytes = match (code, code_base64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either code or code_base64, not both",
+            ))
+        }
+        (Some(c), None) => c.into_bytes(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| ApiError::bad_request(format!("code_base64 is not base64: {e}")))?,
+        (None, None) => return Ok(None),
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the code is empty"));
+    }
+    if bytes.len() > MAX_CODE_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the code is {} bytes; at most {MAX_CODE_BYTES}",
+            bytes.len()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
+fn set_code(f: &mut FunctionRecord, bytes: &[u8]) {
+    f.code = base64::engine::general_purpose::STANDARD.encode(bytes);
+    f.code_sha256 = hex::encode(Sha256::digest(bytes));
+    f.code_size = bytes.len() as u64;
+}
+
+/// Checks the numbers of a function, in place.
+fn check(f: &FunctionRecord) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    if !(64..=4096).contains(&f.memory_mib) {
+        return bad(format!("memory_mib must be 64–4096, got {}", f.memory_mib));
+    }
+    if !(1..=900).contains(&f.timeout_s) {
+        return bad(format!("timeout_s must be 1–900, got {}", f.timeout_s));
+    }
+    if f.min_warm > 16 {
+        return bad(format!("min_warm must be 0–16, got {}", f.min_warm));
+    }
+    if !(1..=64).contains(&f.max_instances) {
+        return bad(format!(
+            "max_instances must be 1–64, got {}",
+            f.max_instances
+        ));
+    }
+    if f.min_warm > f.max_instances {
+        return bad("min_warm cannot be more than max_instances".into());
+    }
+    if !(1..=86_400).contains(&f.idle_ttl_s) {
+        return bad(format!("idle_ttl_s must be 1–86400, got {}", f.idle_ttl_s));
+    }
+    let env = env_of(f);
+    if env.len() > 128
+        || env
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 128 || k.contains('=') || v.len() > 4096)
+    {
+        return bad(
+            "env: at most 128 variables, names 1–128 characters without '=', values up to 4096"
+                .into(),
+        );
+    }
+    if f.mode == "persistent" {
+        return bad("persistent mode is not supported by the native runtime; use process".into());
+    }
+    Ok(())
+}
+
+impl App {
+    pub fn runtimes(&self) -> Vec<RuntimeInfo> {
+        RUNTIMES
+            .iter()
+            .map(|(name, description, handler)| {
+                let avail = runtime_available(name);
+                RuntimeInfo {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                    handler: handler.to_string(),
+                    available: avail.is_ok(),
+                    reason: avail.err(),
+                }
+            })
+            .collect()
+    }
+
+    pub async fn create_function(&self, req: CreateFunction) -> ApiResult<Function> {
+        check_name(&req.name)
+            .map_err(|m| ApiError::BadRequest(m.replace("VM name", "function name")))?;
+        if !RUNTIMES.iter().any(|(n, _, _)| *n == req.runtime) {
+            let names: Vec<&str> = RUNTIMES.iter().map(|(n, _, _)| *n).collect();
+            return Err(ApiError::bad_request(format!(
+                "unknown runtime {:?}; the runtimes are: {}",
+                req.runtime,
+                names.join(", ")
+            )));
+        }
+        runtime_available(&req.runtime).map_err(ApiError::BadRequest)?;
+        let code = code_bytes(req.code, req.code_base64)?.ok_or_else(|| {
+            ApiError::bad_request("code (source text) or code_base64 is required")
+        })?;
+        let now = now_ms();
+        let mut f = FunctionRecord {
+            id: new_id(),
+            name: req.name,
+            runtime: req.runtime,
+            handler: req.handler.unwrap_or_else(|| "handler".into()),
+            mode: req.mode.unwrap_or(FnMode::Process).as_str().into(),
+            memory_mib: req.memory_mib.unwrap_or(128),
+            timeout_s: req.timeout_s.unwrap_or(30),
+            env: serde_json::to_string(&req.env).unwrap_or_else(|_| "{}".into()),
+            min_warm: req.min_warm.unwrap_or(0),
+            max_instances: req.max_instances.unwrap_or(4),
+            idle_ttl_s: req.idle_ttl_s.unwrap_or(60),
+            code: String::new(),
+            code_sha256: String::new(),
+            code_size: 0,
+            invocations_total: 0,
+            errors_total: 0,
+            cold_starts_total: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        set_code(&mut f, &code);
+        check(&f)?;
+        self.store().insert_function(&f).await?;
+        Ok(view(f))
+    }
+
+    pub async fn function(&self, name: &str) -> ApiResult<Function> {
+        Ok(view(self.store().function(name).await?))
+    }
+
+    pub async fn list_functions(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<Page<Function>> {
+        Ok(page(
+            self.store().functions(cursor, page_limit(limit)?).await?,
+            view,
+        ))
+    }
+
+    pub async fn update_function(&self, name: &str, req: UpdateFunction) -> ApiResult<Function> {
+        let mut f = self.store().function(name).await?;
+        if let Some(code) = code_bytes(req.code, req.code_base64)? {
+            set_code(&mut f, &code);
+        }
+        if let Some(h) = req.handler {
+            f.handler = h;
+        }
+        if let Some(m) = req.mode {
+            f.mode = m.as_str().into();
+        }
+        f.memory_mib = req.memory_mib.unwrap_or(f.memory_mib);
+        f.timeout_s = req.timeout_s.unwrap_or(f.timeout_s);
+        if let Some(env) = req.env {
+            f.env = serde_json::to_string(&env).unwrap_or_else(|_| "{}".into());
+        }
+        f.min_warm = req.min_warm.unwrap_or(f.min_warm);
+        f.max_instances = req.max_instances.unwrap_or(f.max_instances);
+        f.idle_ttl_s = req.idle_ttl_s.unwrap_or(f.idle_ttl_s);
+        check(&f)?;
+        self.store().update_function(&f).await?;
+        // VMs with old code or an old size retire as soon as they are idle.
+        self.pools().refresh(self, &f);
+        self.function(&f.id).await
+    }
+
+    pub async fn delete_function(&self, name: &str) -> ApiResult<()> {
+        let f = self.store().function(name).await?;
+        self.store().delete_function(&f.id).await?;
+        self.pools().remove(self, &f.id);
+        Ok(())
+    }
+
+    pub async fn function_logs(
+        &self,
+        name: &str,
+        limit: Option<u32>,
+    ) -> ApiResult<Page<Invocation>> {
+        let f = self.store().function(name).await?;
+        let limit = limit.unwrap_or(50).clamp(1, 1000);
+        let items = self.store().invocations(&f.id, limit).await?;
+        Ok(Page {
+            items: items
+                .into_iter()
+                .map(|i| invocation_view(i, &f.name))
+                .collect(),
+            next_cursor: None,
+        })
+    }
+
+    pub async fn invocation(&self, id: &str) -> ApiResult<Invocation> {
+        let i = self.store().invocation(id).await?;
+        let f = self.store().function(&i.function_id).await?;
+        Ok(invocation_view(i, &f.name))
+    }
+
+    pub async fn function_metrics(&self, name: &str) -> ApiResult<FunctionMetrics> {
+        let f = self.store().function(name).await?;
+        let mut durations: Vec<u64> = self
+            .store()
+            .invocations(&f.id, hearth_store::KEEP_INVOCATIONS as u32)
+            .await?
+            .iter()
+            .map(|i| i.duration_ms)
+            .collect();
+        durations.sort_unstable();
+        let pct = |p: f64| -> u64 {
+            if durations.is_empty() {
+                0
+            } else {
+                durations[((durations.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        let (idle, busy, starting) = self.pools().counts(&f.id);
+        Ok(FunctionMetrics {
+            invocations: f.invocations_total,
+            errors: f.errors_total,
+            cold_starts: f.cold_starts_total,
+            duration_ms_p50: pct(0.5),
+            duration_ms_p90: pct(0.9),
+            duration_ms_p99: pct(0.99),
+            instances_idle: idle,
+            instances_busy: busy,
+            instances_starting: starting,
+        })
+    }
+
+    /// Runs the function once with `event` (JSON text).
+    pub async fn invoke(&self, name: &str, event: &[u8]) -> ApiResult<InvokeResult> {
+        if event.len() > MAX_EVENT_BYTES {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the event is {} bytes; at most {MAX_EVENT_BYTES}",
+                event.len()
+            )));
+        }
+        let event = if event.iter().all(u8::is_ascii_whitespace) {
+            "null".to_string()
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(event)
+                .map_err(|e| ApiError::bad_request(format!("the event must be JSON: {e}")))?;
+            v.to_string()
+        };
+        let f = self.store().function(name).await?;
+        let started = Instant::now();
+        let (instance, cold_start) = self.pools().acquire(self, &f).await?;
+        let invocation_id = new_id();
+        let deadline = now_ms() + (f.timeout_s * 1000) as i64;
+        let mut env = env_of(&f);
+        env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
+        env.insert("HEARTH_FUNCTION".into(), f.name.clone());
+        env.insert("HEARTH_DEADLINE_MS".into(), deadline.to_string());
+        let ran = self
+            .exec_vm(
+                &instance.vm_id,
+                ExecVm {
+                    command: vec!["/code/handler".into()],
+                    env,
+                    stdin: Some(event),
+                    timeout_s: Some(f.timeout_s),
+                    cwd: Some("/code".into()),
+                },
+            )
+            .await;
+        let out = match ran {
+            Ok(out) => out,
+            Err(e) => {
+                // The VM or its agent failed us: never hand that VM out again.
+                self.pools().release(self, &f, instance, false);
+                return Err(e);
+            }
+        };
+        let healthy = !out.timed_out;
+        self.pools().release(self, &f, instance, healthy);
+        let (output, error) = if out.timed_out {
+            (
+                serde_json::Value::Null,
+                Some(FnError {
+                    message: format!("the handler did not finish within {} s", f.timeout_s),
+                    stack: None,
+                }),
+            )
+        } else if out.exit_code != 0 {
+            let last = out
+                .stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            (
+                serde_json::Value::Null,
+                Some(FnError {
+                    message: if last.is_empty() {
+                        format!("the handler exited with code {}", out.exit_code)
+                    } else {
+                        last
+                    },
+                    stack: (!out.stderr.trim().is_empty()).then(|| out.stderr.clone()),
+                }),
+            )
+        } else {
+            match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
+                Ok(v) => (v, None),
+                Err(_) => (
+                    serde_json::Value::Null,
+                    Some(FnError {
+                        message: format!(
+                            "the handler's output is not JSON: {:?}",
+                            out.stdout.chars().take(200).collect::<String>()
+                        ),
+                        stack: None,
+                    }),
+                ),
+            }
+        };
+        let mut logs = out.stderr;
+        if logs.len() > MAX_LOGS {
+            let mut cut = logs.len() - MAX_LOGS;
+            while !logs.is_char_boundary(cut) {
+                cut += 1;
+            }
+            logs = format!("[… {cut} bytes dropped]\n{}", &logs[cut..]);
+        }
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let record = InvocationRecord {
+            id: invocation_id.clone(),
+            function_id: f.id.clone(),
+            status: if error.is_some() { "error" } else { "ok" }.into(),
+            output: output.to_string(),
+            error: error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+            logs: logs.clone(),
+            duration_ms,
+            cold_start,
+            created_at_ms: now_ms(),
+        };
+        if let Err(e) = self.store().record_invocation(&record).await {
+            tracing::warn!(error = %e, function = %f.name, "could not record an invocation");
+        }
+        self.metrics()
+            .function_invoked(&f.name, error.is_none(), cold_start, duration_ms);
+        Ok(InvokeResult {
+            invocation_id,
+            output,
+            error,
+            duration_ms,
+            cold_start,
+            logs,
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! Each function's pool of warm VMs.
+//!
+//! An invocation takes an idle VM running the function's current code; when there is none
+//! and the pool may grow (fewer than `max_instances`), it boots one, but only one at a time
+//! per function: a burst of calls waits for that boot instead of starting a VM each
+//! (singleflight). Callers beyond what the pool can serve wait in a bounded queue for at most
+//! the function's timeout; past the queue's bound they get 429 with `Retry-After`.
+//!
+//! A VM goes back to the pool after a call unless it misbehaved (timed out, or its agent or
+//! guest failed) or runs code that is no longer current: those are deleted. The janitor
+//! ([`Pools::tick`]) retires VMs idle for longer than `idle_ttl_s` beyond `min_warm` and
+//! boots VMs up to `min_warm`.
+//!
+//! Pools live in this manager's memory; their VMs are ordinary VM records tagged with the
+//! function's id, so a manager that restarts deletes the ones it no longer tracks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hearth_agent_api::pb;
+use hearth_store::FunctionRecord;
+use hearth_types::vm::{CreateVm, VmState};
+
+use super::App;
+use crate::error::{ApiError, ApiResult};
+
+/// How long a new VM may take to boot and take its code.
+const BOOT_TIMEOUT_S: u64 = 180;
+/// A queued call waits at most the function's timeout plus this.
+const QUEUE_GRACE_S: u64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub vm_id: String,
+    code_sha: String,
+    memory_mib: u64,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Instance>,
+    busy: u32,
+    starting: u32,
+    waiting: u32,
+    /// The function was deleted: every VM retires.
+    gone: bool,
+}
+
+#[derive(Default)]
+struct Pool {
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+pub struct Pools {
+    by_function: Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether an instance can serve the function as it is now.
+fn current(i: &Instance, f: &FunctionRecord) -> bool {
+    i.code_sha == f.code_sha256 && i.memory_mib == f.memory_mib
+}
+
+impl Pools {
+    fn pool(&self, function_id: &str) -> Arc<Pool> {
+        lock(&self.by_function)
+            .entry(function_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A VM for one invocation, and whether it was booted for it.
+    pub async fn acquire(&self, app: &App, f: &FunctionRecord) -> ApiResult<(Instance, bool)> {
+        let pool = self.pool(&f.id);
+        let queue_limit = (f.max_instances * 8).min(256);
+        // Long enough for a VM to boot and a call to finish before ours.
+        let wait = Duration::from_secs(f.timeout_s + QUEUE_GRACE_S);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = pool.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut st = lock(&pool.state);
+                let stale: Vec<Instance> = {
+                    let (keep, stale) = st.idle.drain(..).partition(|i| current(i, f));
+                    st.idle = keep;
+                    stale
+                };
+                for i in stale {
+                    retire(app, i.vm_id);
+                }
+                if let Some(mut i) = st.idle.pop() {
+                    st.busy += 1;
+                    i.last_used = Instant::now();
+                    return Ok((i, false));
+                }
+                if st.starting == 0 && st.busy + st.starting < f.max_instances {
+                    st.starting += 1;
+                    break;
+                }
+                if st.waiting >= queue_limit {
+                    return Err(ApiError::TooManyRequests {
+                        message: format!(
+                            "function {} is at max_instances ({}) with {} calls queued; retry",
+                            f.name, f.max_instances, st.waiting
+                        ),
+                        retry_after_s: 1,
+                    });
+                }
+                st.waiting += 1;
+            }
+            let woken = tokio::select! {
+                _ = changed => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
+            lock(&pool.state).waiting -= 1;
+            if !woken {
+                return Err(ApiError::TooManyRequests {
+                    message: format!(
+                        "function {} had no free VM within {} s (max_instances {}); retry",
+                        f.name,
+                        wait.as_secs(),
+                        f.max_instances
+                    ),
+                    retry_after_s: 1,
+                });
+            }
+        }
+        let booted = boot(app, f).await;
+        let mut st = lock(&pool.state);
+        st.starting -= 1;
+        pool.changed.notify_waiters();
+        match booted {
+            Ok(i) => {
+                st.busy += 1;
+                Ok((i, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives a VM back after a call; `healthy: false` retires it.
+    pub fn release(&self, app: &App, f: &FunctionRecord, mut i: Instance, healthy: bool) {
+        let pool = self.pool(&f.id);
+        let mut st = lock(&pool.state);
+        st.busy = st.busy.saturating_sub(1);
+        if healthy && !st.gone && current(&i, f) {
+            i.last_used = Instant::now();
+            st.idle.push(i);
+        } else {
+            retire(app, i.vm_id);
+        }
+        pool.changed.notify_waiters();
+    }
+
+    /// After a function changed: idle VMs that no longer fit it retire now.
+    pub fn refresh(&self, app: &App, f: &FunctionRecord) {
+        let pool = self.pool(&f.id);
+        let mut st = lock(&pool.state);
+        let (keep, stale): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|i| current(i, f));
+        st.idle = keep;
+        for i in stale {
+            retire(app, i.vm_id);
+        }
+        pool.changed.notify_waiters();
+    }
+
+    /// After a function was deleted: all its VMs retire (busy ones when their call ends).
+    pub fn remove(&self, app: &App, function_id: &str) {
+        let Some(pool) = lock(&self.by_function).remove(function_id) else {
+            return;
+        };
+        let mut st = lock(&pool.state);
+        st.gone = true;
+        for i in st.idle.drain(..) {
+            retire(app, i.vm_id);
+        }
+        pool.changed.notify_waiters();
+    }
+
+    /// (idle, busy, starting) VMs of a function.
+    pub fn counts(&self, function_id: &str) -> (u32, u32, u32) {
+        match lock(&self.by_function).get(function_id) {
+            Some(p) => {
+                let st = lock(&p.state);
+                (st.idle.len() as u32, st.busy, st.starting)
+            }
+            None => (0, 0, 0),
+        }
+    }
+
+    /// Housekeeping for one function: idle VMs past their TTL retire (down to `min_warm`),
+    /// and a VM boots when the pool is below `min_warm`.
+    pub fn tick(&self, app: &App, f: &FunctionRecord) {
+        let pool = self.pool(&f.id);
+        let mut st = lock(&pool.state);
+        let ttl = Duration::from_secs(f.idle_ttl_s);
+        st.idle.sort_by_key(|i| std::cmp::Reverse(i.last_used));
+        let mut total = st.idle.len() as u32 + st.busy;
+        while total > f.min_warm {
+            match st.idle.last() {
+                Some(i) if i.last_used.elapsed() >= ttl => {
+                    let i = st.idle.pop().expect("checked");
+                    retire(app, i.vm_id);
+                    total -= 1;
+                }
+                _ => break,
+            }
+        }
+        if st.starting == 0 && total < f.min_warm {
+            st.starting += 1;
+            let (app, f, pool) = (app.clone(), f.clone(), pool.clone());
+            tokio::spawn(async move {
+                let booted = boot(&app, &f).await;
+                let mut st = lock(&pool.state);
+                st.starting -= 1;
+                match booted {
+                    Ok(i) if !st.gone => st.idle.push(i),
+                    Ok(i) => retire(&app, i.vm_id),
+                    Err(e) => {
+                        tracing::warn!(function = %f.name, error = %e, "pre-warming a VM failed")
+                    }
+                }
+                pool.changed.notify_waiters();
+            });
+        }
+    }
+
+    fn tracked(&self) -> std::collections::HashSet<String> {
+        let map = lock(&self.by_function);
+        let mut out = std::collections::HashSet::new();
+        for p in map.values() {
+            let st = lock(&p.state);
+            out.extend(st.idle.iter().map(|i| i.vm_id.clone()));
+        }
+        out
+    }
+}
+
+/// Boots a VM for the function and puts its code in place.
+async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
+    let suffix: String = hearth_types::new_id().chars().rev().take(6).collect();
+    let vm = app
+        .create_vm_for(
+            CreateVm {
+                name: format!("fn-{}-{suffix}", truncate(&f.name, 48)),
+                image: None,
+                vcpus: Some(1),
+                memory_mib: Some(f.memory_mib),
+                start: Some(true),
+                host_id: None,
+            },
+            Some(&f.id),
+        )
+        .await?;
+    let ready = async {
+        app.wait_vm(&vm.id, VmState::Running, BOOT_TIMEOUT_S)
+            .await?;
+        let code = base64::engine::general_purpose::STANDARD
+            .decode(&f.code)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored code is not base64: {e}")))?;
+        app.put_file(&vm.id, "/code/handler", code, 0o755).await
+    };
+    match ready.await {
+        Ok(()) => Ok(Instance {
+            vm_id: vm.id,
+            code_sha: f.code_sha256.clone(),
+            memory_mib: f.memory_mib,
+            last_used: Instant::now(),
+        }),
+        Err(e) => {
+            retire(app, vm.id);
+            Err(e)
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    &s[..s.len().min(n)]
+}
+
+/// Deletes a pool's VM in the background.
+fn retire(app: &App, vm_id: String) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        if let Err(e) = app.delete_vm(&vm_id).await {
+            tracing::warn!(vm = %vm_id, error = %e, "retiring a function VM failed");
+        }
+    });
+}
+
+impl App {
+    pub(crate) fn pools(&self) -> &Pools {
+        &self.inner.pools
+    }
+
+    /// Writes a file into a running VM through its agent.
+    pub(crate) async fn put_file(
+        &self,
+        vm: &str,
+        path: &str,
+        data: Vec<u8>,
+        mode: u32,
+    ) -> ApiResult<()> {
+        let v = self.store().vm(vm).await?;
+        let host = v
+            .host_id
+            .as_deref()
+            .ok_or_else(|| ApiError::Conflict(format!("VM {} is not placed", v.name)))?;
+        let agent = self.host_client(host).await?;
+        agent
+            .rpc()
+            .put_file(agent.request(pb::PutFileRequest {
+                id: v.id,
+                path: path.into(),
+                data,
+                mode,
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Pool housekeeping, every second: TTLs, pre-warming, and deleting function VMs no pool
+    /// tracks (left by a previous run of this manager) once at start.
+    pub async fn maintain_pools(&self, first: bool) {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match self.store().functions(cursor.as_deref(), 1000).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing functions for pool upkeep");
+                    return;
+                }
+            };
+            for f in &page.items {
+                self.pools().tick(self, f);
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        if first {
+            let tracked = self.pools().tracked();
+            if let Ok(vms) = self.store().function_vms().await {
+                for v in vms.into_iter().filter(|v| !tracked.contains(&v.id)) {
+                    tracing::info!(vm = %v.id, "deleting a function VM left by an earlier run");
+                    retire(self, v.id);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `/v1/functions`, `/v1/invocations`, `/v1/runtimes`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use hearth_types::api::{ListQuery, Page};
+use hearth_types::function::{
+    CreateFunction, Function, FunctionMetrics, Invocation, InvokeResult, LogsQuery, RuntimeInfo,
+    UpdateFunction,
+};
+use hearth_types::ErrorBody;
+
+use super::extract::{Json, Path, Query};
+use crate::app::App;
+use crate::error::ApiResult;
+
+/// The runtimes functions can use, and which are available on this installation.
+#[utoipa::path(get, path = "/v1/runtimes", tag = "functions",
+    responses((status = 200, body = Page<RuntimeInfo>)))]
+pub async fn list_runtimes(State(app): State<App>) -> Json<Page<RuntimeInfo>> {
+    Json(Page {
+        items: app.runtimes(),
+        next_cursor: None,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/functions", tag = "functions", params(ListQuery),
+    responses((status = 200, body = Page<Function>)))]
+pub async fn list_functions(
+    State(app): State<App>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Page<Function>>> {
+    Ok(Json(
+        app.list_functions(q.cursor.as_deref(), q.limit).await?,
+    ))
+}
+
+/// Deploy a function (its VMs boot on the first invocation, or at once for `min_warm`).
+#[utoipa::path(post, path = "/v1/functions", tag = "functions", request_body = CreateFunction,
+    responses((status = 201, body = Function),
+        (status = 400, description = "bad fields, or an unknown or unavailable runtime (the message lists them)", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub async fn create_function(
+    State(app): State<App>,
+    Json(req): Json<CreateFunction>,
+) -> ApiResult<(StatusCode, Json<Function>)> {
+    Ok((StatusCode::CREATED, Json(app.create_function(req).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, body = Function), (status = 404, body = ErrorBody)))]
+pub async fn get_function(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Function>> {
+    Ok(Json(app.function(&name).await?))
+}
+
+/// Change a function. New code (or a new size) retires its VMs as they go idle.
+#[utoipa::path(patch, path = "/v1/functions/{name}", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    request_body = UpdateFunction,
+    responses((status = 200, body = Function), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn update_function(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateFunction>,
+) -> ApiResult<Json<Function>> {
+    Ok(Json(app.update_function(&name, req).await?))
+}
+
+/// Delete a function, its VMs and its invocation log.
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_function(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.delete_function(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Invoke a function with the request body (JSON) as its event.
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    request_body(content = Object, description = "The event (any JSON)"),
+    responses((status = 200, description = "The call ran; `error` is set when the handler failed", body = InvokeResult),
+        (status = 400, description = "the event is not JSON", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, description = "every VM the function may have is busy and the queue is full (see Retry-After)", body = ErrorBody),
+        (status = 503, description = "a VM or its host failed; the VM was retired", body = ErrorBody)))]
+pub async fn invoke_function(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<InvokeResult>> {
+    Ok(Json(app.invoke(&name, &body).await?))
+}
+
+/// The newest invocations, with their logs.
+#[utoipa::path(get, path = "/v1/functions/{name}/logs", tag = "functions", params(("name" = String, Path, description = "Function name or id"), LogsQuery),
+    responses((status = 200, body = Page<Invocation>), (status = 404, body = ErrorBody)))]
+pub async fn function_logs(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<Page<Invocation>>> {
+    Ok(Json(app.function_logs(&name, q.limit).await?))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/metrics", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, body = FunctionMetrics), (status = 404, body = ErrorBody)))]
+pub async fn function_metrics(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<FunctionMetrics>> {
+    Ok(Json(app.function_metrics(&name).await?))
+}
+
+#[utoipa::path(get, path = "/v1/invocations/{id}", tag = "functions", params(("id" = String, Path, description = "Invocation id")),
+    responses((status = 200, body = Invocation), (status = 404, body = ErrorBody)))]
+pub async fn get_invocation(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Invocation>> {
+    Ok(Json(app.invocation(&id).await?))
+}

@@ -1,0 +1,289 @@
+//! Functions end to end on real guests: deploy a `native` handler, invoke it cold and warm,
+//! errors, timeouts, code updates, concurrency against `max_instances`, idle TTL, logs,
+//! metrics and deletion.
+
+mod common;
+
+use std::time::Duration;
+
+use common::host::start_host;
+use common::{assert_error, eventually, TestApp};
+use hearth_agent::AgentConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A handler for /bin/sh whose behaviour the event picks.
+const HANDLER: &str = r#"#!/bin/sh
+read -r ev
+echo "log line for $HEARTH_INVOCATION_ID" >&2
+case "$ev" in
+  *fail*) echo "first line" >&2; echo "boom: it failed" >&2; exit 3;;
+  *nojson*) echo "this is not json"; exit 0;;
+  *sleep*) sleep 30;;
+  *slow*) sleep 1;;
+esac
+printf '{"got":%s,"fn":"%s","greeting":"%s","v":1}\n' "$ev" "$HEARTH_FUNCTION" "$GREETING"
+"#;
+
+async fn invoke(t: &TestApp, name: &str, event: Value) -> Value {
+    let (s, b) = t.post(&format!("/v1/functions/{name}/invoke"), event).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b
+}
+
+async fn fn_vms(t: &TestApp) -> Vec<Value> {
+    let (_, vms) = t.get("/v1/vms").await;
+    vms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["function_id"].is_string())
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn native_functions_deploy_invoke_scale_and_retire() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+
+    let (_, rt) = t.get("/v1/runtimes").await;
+    let native = rt["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "native")
+        .unwrap();
+    assert_eq!(native["available"], true);
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "x", "runtime": "cobol", "code": "x"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("native"),
+        "{b}"
+    );
+    let (s, b) = t
+        .post("/v1/functions", json!({"name": "x", "runtime": "native"}))
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "x", "runtime": "native", "code": "x", "max_instances": 0}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+
+    let (s, f) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "echo", "runtime": "native", "code": HANDLER, "timeout_s": 2,
+                   "max_instances": 2, "idle_ttl_s": 3, "env": {"GREETING": "hi"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{f}");
+    assert_eq!(f["code_size"], HANDLER.len());
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "echo", "runtime": "native", "code": "x"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+
+    // Cold, then warm; the output, the context and the logs.
+    let r = invoke(&t, "echo", json!({"x": 1})).await;
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(
+        r["output"],
+        json!({"got": {"x": 1}, "fn": "echo", "greeting": "hi", "v": 1})
+    );
+    assert_eq!(r["cold_start"], true);
+    let id = r["invocation_id"].as_str().unwrap().to_string();
+    assert!(
+        r["logs"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("log line for {id}")),
+        "{r}"
+    );
+    let r = invoke(&t, "echo", json!("again")).await;
+    assert_eq!(r["cold_start"], false, "{r}");
+    assert_eq!(r["output"]["got"], "again");
+    let (s, inv) = t.get(&format!("/v1/invocations/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{inv}");
+    assert_eq!(inv["function"], "echo");
+
+    // Handler failures are results, with a clear message; the VM stays.
+    let r = invoke(&t, "echo", json!({"op": "fail"})).await;
+    assert_eq!(r["error"]["message"], "boom: it failed", "{r}");
+    assert!(r["error"]["stack"].as_str().unwrap().contains("first line"));
+    let r = invoke(&t, "echo", json!({"op": "nojson"})).await;
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("not JSON"),
+        "{r}"
+    );
+    let (s, b) = t
+        .call(
+            Method::POST,
+            "/v1/functions/echo/invoke",
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "an empty body is a null event: {b}");
+    let big = "x".repeat(1_100_000);
+    let (s, b) = t.post("/v1/functions/echo/invoke", json!(big)).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(fn_vms(&t).await.len(), 1, "one warm VM served all of that");
+
+    // A handler past its timeout is killed and its VM retired.
+    let r = invoke(&t, "echo", json!({"op": "sleep"})).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 2 s"),
+        "{r}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the timed-out VM to be retired",
+        || async { fn_vms(&t).await.is_empty() },
+    )
+    .await;
+
+    // Five at once with max_instances 2: all succeed on at most two VMs.
+    let calls = (0..5).map(|i| {
+        let t = &t;
+        async move { invoke(t, "echo", json!({"op": "slow", "i": i})).await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r["error"], Value::Null, "{r}");
+    }
+    let (_, m) = t.get("/v1/functions/echo/metrics").await;
+    assert!(m["instances_idle"].as_u64().unwrap() <= 2, "{m}");
+    assert!(fn_vms(&t).await.len() <= 2);
+
+    // New code changes the output and retires the VMs running the old one.
+    let v2 = HANDLER.replace("\"v\":1", "\"v\":2");
+    let (s, b) = t
+        .call(
+            Method::PATCH,
+            "/v1/functions/echo",
+            Some(&t.admin_token),
+            Some(json!({"code": v2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let r = invoke(&t, "echo", json!(1)).await;
+    assert_eq!(r["output"]["v"], 2, "{r}");
+    assert_eq!(r["cold_start"], true);
+
+    // Idle past the TTL: the VMs go.
+    eventually(Duration::from_secs(30), "idle VMs to retire", || async {
+        fn_vms(&t).await.is_empty()
+    })
+    .await;
+
+    // Logs, metrics (JSON and Prometheus).
+    let (_, logs) = t.get("/v1/functions/echo/logs?limit=100").await;
+    let items = logs["items"].as_array().unwrap();
+    assert!(items.len() >= 10, "{logs}");
+    assert!(items.iter().any(|i| i["status"] == "error"));
+    let (_, m) = t.get("/v1/functions/echo/metrics").await;
+    assert!(m["invocations"].as_u64().unwrap() >= 10, "{m}");
+    assert!(m["errors"].as_u64().unwrap() >= 3, "{m}");
+    assert!(m["cold_starts"].as_u64().unwrap() >= 2, "{m}");
+    assert!(m["duration_ms_p50"].as_u64().unwrap() > 0, "{m}");
+    let (_, prom) = t.get("/metrics").await;
+    let prom = prom.as_str().unwrap();
+    assert!(
+        prom.contains(r#"hearth_function_invocations_total{function="echo",result="ok"}"#),
+        "{prom}"
+    );
+
+    // Deleted: 404, and nothing of it remains.
+    assert_eq!(t.delete("/v1/functions/echo").await, StatusCode::NO_CONTENT);
+    let (s, b) = t.post("/v1/functions/echo/invoke", json!({})).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    assert!(fn_vms(&t).await.is_empty());
+
+    host.shutdown().await;
+    t.shutdown().await;
+}
+
+on_both_databases!(functions_are_stored_and_validated, |db| async move {
+    let t = TestApp::spawn(db).await;
+    let code = base64_encode(b"#!/bin/sh\necho 1\n");
+    let (s, f) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "f1", "runtime": "native", "code_base64": code}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{f}");
+    assert_eq!(f["mode"], "process");
+    assert_eq!(f["memory_mib"], 128);
+    assert_eq!(f["code_size"], 17);
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "f2", "runtime": "native", "code": "x", "code_base64": code}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "f2", "runtime": "native", "code_base64": "%%%"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "f2", "runtime": "python", "code": "x"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = t
+        .call(
+            Method::PATCH,
+            "/v1/functions/f1",
+            Some(&t.admin_token),
+            Some(json!({"timeout_s": 5, "env": {"A": "b"}, "min_warm": 9, "max_instances": 2})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, f) = t
+        .call(
+            Method::PATCH,
+            "/v1/functions/f1",
+            Some(&t.admin_token),
+            Some(json!({"timeout_s": 5, "env": {"A": "b"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["timeout_s"], 5);
+    assert_eq!(f["env"]["A"], "b");
+    let (_, list) = t.get("/v1/functions").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, m) = t.get("/v1/functions/f1/metrics").await;
+    assert_eq!(m["invocations"], 0);
+    let (s, b) = t.get("/v1/invocations/nope").await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(t.delete("/v1/functions/f1").await, StatusCode::NO_CONTENT);
+    let (s, _) = t.get("/v1/functions/f1").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    t.shutdown().await;
+});
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -1,0 +1,176 @@
+//! Functions: code that runs per invocation inside a microVM of its own pool.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// How a function's code runs in its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FnMode {
+    /// A fresh process per invocation.
+    Process,
+    /// One long-lived process per VM, fed JSON lines.
+    Persistent,
+}
+
+impl FnMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FnMode::Process => "process",
+            FnMode::Persistent => "persistent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Function {
+    pub id: String,
+    pub name: String,
+    pub runtime: String,
+    pub handler: String,
+    pub mode: FnMode,
+    pub memory_mib: u64,
+    pub timeout_s: u64,
+    pub env: BTreeMap<String, String>,
+    /// VMs kept warm even when idle.
+    pub min_warm: u32,
+    /// At most this many VMs (and so concurrent invocations).
+    pub max_instances: u32,
+    /// An idle VM beyond `min_warm` is retired after this long.
+    pub idle_ttl_s: u64,
+    /// SHA-256 of the code: VMs running other code retire.
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/functions`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFunction {
+    /// 1–63 lowercase letters, digits and dashes.
+    pub name: String,
+    /// See `GET /v1/runtimes`.
+    pub runtime: String,
+    /// Source text (scripting runtimes).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The code as base64 (an executable for `native`).
+    #[serde(default)]
+    pub code_base64: Option<String>,
+    /// What to call; its meaning depends on the runtime (default per runtime).
+    #[serde(default)]
+    pub handler: Option<String>,
+    #[serde(default)]
+    pub mode: Option<FnMode>,
+    /// 64–4096 (default 128).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// 1–900 (default 30).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// 0–16 (default 0).
+    #[serde(default)]
+    pub min_warm: Option<u32>,
+    /// 1–64 (default 4).
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+    /// 1–86400 (default 60).
+    #[serde(default)]
+    pub idle_ttl_s: Option<u64>,
+}
+
+/// `PATCH /v1/functions/{name}`: what is given changes; new code retires old VMs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFunction {
+    pub code: Option<String>,
+    pub code_base64: Option<String>,
+    pub handler: Option<String>,
+    pub mode: Option<FnMode>,
+    pub memory_mib: Option<u64>,
+    pub timeout_s: Option<u64>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub min_warm: Option<u32>,
+    pub max_instances: Option<u32>,
+    pub idle_ttl_s: Option<u64>,
+}
+
+/// What a handler's failure looks like.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FnError {
+    pub message: String,
+    /// The stack or traceback, when the runtime gives one.
+    pub stack: Option<String>,
+}
+
+/// The answer of `POST /v1/functions/{name}/invoke`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvokeResult {
+    pub invocation_id: String,
+    /// The handler's return value (null when it failed).
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    pub error: Option<FnError>,
+    pub duration_ms: u64,
+    /// Whether a VM was booted for this call.
+    pub cold_start: bool,
+    /// What the handler wrote to stderr (bounded).
+    pub logs: String,
+}
+
+/// A past invocation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Invocation {
+    pub id: String,
+    pub function: String,
+    /// `ok` or `error`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    pub error: Option<FnError>,
+    pub duration_ms: u64,
+    pub cold_start: bool,
+    pub logs: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// At most this many invocations, newest first (1–1000, default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct FunctionMetrics {
+    pub invocations: u64,
+    pub errors: u64,
+    pub cold_starts: u64,
+    /// Over the retained invocations.
+    pub duration_ms_p50: u64,
+    pub duration_ms_p90: u64,
+    pub duration_ms_p99: u64,
+    /// VMs now: idle and ready, busy, booting.
+    pub instances_idle: u32,
+    pub instances_busy: u32,
+    pub instances_starting: u32,
+}
+
+/// A runtime a function can use.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub description: String,
+    /// What `handler` means for it, and its default.
+    pub handler: String,
+    /// Whether functions can use it now; why not otherwise.
+    pub available: bool,
+    pub reason: Option<String>,
+}
