@@ -479,4 +479,54 @@ fn cli_runs_a_vm_from_create_to_delete() {
     env.ok(&["vm", "delete", "cli1"]);
     let out = env.run(&["vm", "get", "cli1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    // A function: deploy, invoke (output; a failure exits non-zero), logs, metrics, delete.
+    let code = root.path().join("handler.sh");
+    std::fs::write(
+        &code,
+        "#!/bin/sh\nread -r ev\necho \"saw $ev\" >&2\ncase \"$ev\" in *bad*) echo nope >&2; exit 1;; esac\nprintf '{\"echo\":%s}' \"$ev\"\n",
+    )
+    .unwrap();
+    assert!(env.ok(&["runtime", "list"]).contains("native"));
+    let f = env.json(&[
+        "fn",
+        "deploy",
+        "hello",
+        "--runtime",
+        "native",
+        "--code",
+        code.to_str().unwrap(),
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(f["name"], "hello");
+    let out = env.run(&["fn", "invoke", "hello", "--data", r#"{"a":1}"#]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, serde_json::json!({"echo": {"a": 1}}));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("saw {\"a\":1}"));
+    let out = env.run(&["fn", "invoke", "hello", "--data", r#""bad""#]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error: nope"));
+    // Deploying again updates it.
+    let f = env.json(&[
+        "fn",
+        "deploy",
+        "hello",
+        "--runtime",
+        "native",
+        "--code",
+        code.to_str().unwrap(),
+        "--memory",
+        "96",
+    ]);
+    assert_eq!(f["memory_mib"], 96);
+    assert!(env.ok(&["fn", "logs", "hello"]).contains("saw"));
+    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 2);
+    env.ok(&["fn", "delete", "hello"]);
+    assert!(!env.run(&["fn", "get", "hello"]).status.success());
 }

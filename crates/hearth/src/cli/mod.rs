@@ -1,6 +1,7 @@
 //! The command line: argument definitions and what each command does.
 
 mod client;
+mod functions;
 mod output;
 mod vm;
 
@@ -67,6 +68,12 @@ enum Command {
     /// Virtual machines
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// Serverless functions
+    #[command(subcommand, name = "fn")]
+    Fn(functions::FnCmd),
+    /// Function runtimes
+    #[command(subcommand)]
+    Runtime(functions::RuntimeCmd),
     /// Images VMs boot from
     #[command(subcommand)]
     Image(vm::ImageCmd),
@@ -217,6 +224,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Host(cmd) => host(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Fn(cmd) => return functions::function(Client::new(cli.url)?, cmd, json_out).await,
+        Command::Runtime(cmd) => functions::runtime(Client::new(cli.url)?, cmd, json_out).await?,
         Command::User(cmd) => user(Client::new(cli.url)?, cmd, json_out).await?,
         Command::ApiKey(cmd) => api_key(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Events { limit } => {

@@ -1,0 +1,316 @@
+//! `hearth fn …` and `hearth runtime …`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::Subcommand;
+use hearth_types::api::Page;
+use hearth_types::function::{Function, FunctionMetrics, Invocation, InvokeResult, RuntimeInfo};
+use serde_json::json;
+
+use super::client::{seg, ApiFailure, Client};
+use super::output::{self, fields, table, when};
+
+#[derive(Subcommand, Debug)]
+pub enum FnCmd {
+    /// Create a function, or update it when it exists
+    Deploy {
+        name: String,
+        #[arg(long)]
+        runtime: String,
+        /// The code: a source file, or an executable for `native`
+        #[arg(long)]
+        code: PathBuf,
+        #[arg(long)]
+        handler: Option<String>,
+        /// process or persistent
+        #[arg(long)]
+        mode: Option<String>,
+        /// MiB per VM
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Seconds per invocation
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// K=V (repeatable)
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        #[arg(long)]
+        min_warm: Option<u32>,
+        #[arg(long)]
+        max_instances: Option<u32>,
+        /// Seconds an idle VM is kept
+        #[arg(long)]
+        idle_ttl: Option<u64>,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Run it once; prints its output, exits non-zero when it failed
+    Invoke {
+        name: String,
+        /// The event (JSON)
+        #[arg(long, short, default_value = "null")]
+        data: String,
+    },
+    /// Its newest invocations and what they logged
+    Logs {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Metrics {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RuntimeCmd {
+    List,
+}
+
+fn show(f: &Function, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        return output::json(f);
+    }
+    fields(&[
+        ("id", f.id.clone()),
+        ("name", f.name.clone()),
+        ("runtime", f.runtime.clone()),
+        ("handler", f.handler.clone()),
+        ("mode", f.mode.as_str().into()),
+        ("memory", format!("{} MiB", f.memory_mib)),
+        ("timeout", format!("{} s", f.timeout_s)),
+        (
+            "instances",
+            format!(
+                "{}–{} (idle TTL {} s)",
+                f.min_warm, f.max_instances, f.idle_ttl_s
+            ),
+        ),
+        (
+            "code",
+            format!(
+                "{} bytes, sha256 {}",
+                f.code_size,
+                &f.code_sha256[..12.min(f.code_sha256.len())]
+            ),
+        ),
+        ("updated", when(&f.updated_at)),
+    ]);
+    Ok(())
+}
+
+pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FnCmd::Deploy {
+            name,
+            runtime,
+            code,
+            handler,
+            mode,
+            memory,
+            timeout,
+            env,
+            min_warm,
+            max_instances,
+            idle_ttl,
+        } => {
+            let bytes =
+                std::fs::read(&code).with_context(|| format!("reading {}", code.display()))?;
+            let mut body = json!({
+                "handler": handler, "mode": mode, "memory_mib": memory, "timeout_s": timeout,
+                "min_warm": min_warm, "max_instances": max_instances, "idle_ttl_s": idle_ttl,
+            });
+            match String::from_utf8(bytes.clone()) {
+                Ok(text) if runtime != "native" => body["code"] = text.into(),
+                _ => {
+                    body["code_base64"] = base64::engine::general_purpose::STANDARD
+                        .encode(&bytes)
+                        .into()
+                }
+            }
+            if !env.is_empty() {
+                let mut map = serde_json::Map::new();
+                for kv in env {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
+                    map.insert(k.into(), v.into());
+                }
+                body["env"] = map.into();
+            }
+            // Leave out what was not given, so an update changes only that.
+            if let Some(o) = body.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+            let path = format!("/v1/functions/{}", seg(&name));
+            let f: Function = match client.get::<Function>(&path).await {
+                Ok(_) => client.patch(&path, body).await?,
+                Err(e)
+                    if e.downcast_ref::<ApiFailure>()
+                        .is_some_and(|f| f.code == "not_found") =>
+                {
+                    body["name"] = name.clone().into();
+                    body["runtime"] = runtime.into();
+                    client.post("/v1/functions", body).await?
+                }
+                Err(e) => return Err(e),
+            };
+            show(&f, json_out)?;
+        }
+        FnCmd::List => {
+            let page: Page<Function> = client.get("/v1/functions").await?;
+            if json_out {
+                output::json(&page)?;
+            } else {
+                table(
+                    &[
+                        "name",
+                        "runtime",
+                        "mode",
+                        "memory",
+                        "timeout",
+                        "instances",
+                        "updated",
+                    ],
+                    page.items.iter().map(|f| {
+                        vec![
+                            f.name.clone(),
+                            f.runtime.clone(),
+                            f.mode.as_str().into(),
+                            format!("{} MiB", f.memory_mib),
+                            format!("{} s", f.timeout_s),
+                            format!("{}–{}", f.min_warm, f.max_instances),
+                            when(&f.updated_at),
+                        ]
+                    }),
+                );
+            }
+        }
+        FnCmd::Get { name } => show(
+            &client.get(&format!("/v1/functions/{}", seg(&name))).await?,
+            json_out,
+        )?,
+        FnCmd::Delete { name } => {
+            client
+                .delete(&format!("/v1/functions/{}", seg(&name)))
+                .await?;
+            if !json_out {
+                println!("Deleted function {name}.");
+            }
+        }
+        FnCmd::Invoke { name, data } => {
+            let event: serde_json::Value =
+                serde_json::from_str(&data).context("--data must be JSON, e.g. '{\"x\": 1}'")?;
+            let r: InvokeResult = client
+                .post(&format!("/v1/functions/{}/invoke", seg(&name)), event)
+                .await?;
+            if json_out {
+                output::json(&r)?;
+            } else {
+                if !r.logs.is_empty() {
+                    std::io::stderr().write_all(r.logs.as_bytes())?;
+                }
+                match &r.error {
+                    None => println!("{}", serde_json::to_string_pretty(&r.output)?),
+                    Some(e) => eprintln!("error: {}", e.message),
+                }
+                eprintln!(
+                    "({} ms{}, invocation {})",
+                    r.duration_ms,
+                    if r.cold_start { ", cold start" } else { "" },
+                    r.invocation_id
+                );
+            }
+            if r.error.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        FnCmd::Logs { name, limit } => {
+            let page: Page<Invocation> = client
+                .get(&format!("/v1/functions/{}/logs?limit={limit}", seg(&name)))
+                .await?;
+            if json_out {
+                output::json(&page)?;
+            } else {
+                for i in page.items.iter().rev() {
+                    println!(
+                        "--- {} {} {} ms{} {}",
+                        when(&i.at),
+                        i.status,
+                        i.duration_ms,
+                        if i.cold_start { " cold" } else { "" },
+                        i.id
+                    );
+                    print!("{}", i.logs);
+                    if let Some(e) = &i.error {
+                        println!("error: {}", e.message);
+                    }
+                }
+            }
+        }
+        FnCmd::Metrics { name } => {
+            let m: FunctionMetrics = client
+                .get(&format!("/v1/functions/{}/metrics", seg(&name)))
+                .await?;
+            if json_out {
+                output::json(&m)?;
+            } else {
+                fields(&[
+                    ("invocations", m.invocations.to_string()),
+                    ("errors", m.errors.to_string()),
+                    ("cold starts", m.cold_starts.to_string()),
+                    (
+                        "duration",
+                        format!(
+                            "p50 {} ms, p90 {} ms, p99 {} ms",
+                            m.duration_ms_p50, m.duration_ms_p90, m.duration_ms_p99
+                        ),
+                    ),
+                    (
+                        "VMs",
+                        format!(
+                            "{} idle, {} busy, {} booting",
+                            m.instances_idle, m.instances_busy, m.instances_starting
+                        ),
+                    ),
+                ]);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runtime(client: Client, cmd: RuntimeCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        RuntimeCmd::List => {
+            let page: Page<RuntimeInfo> = client.get("/v1/runtimes").await?;
+            if json_out {
+                return output::json(&page);
+            }
+            table(
+                &["name", "available", "description"],
+                page.items.iter().map(|r| {
+                    vec![
+                        r.name.clone(),
+                        if r.available {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                        r.reason.clone().unwrap_or_else(|| r.description.clone()),
+                    ]
+                }),
+            );
+        }
+    }
+    Ok(())
+}
