@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use base64::Engine;
 use hearth_agent::accel::AccelMode;
 use hearth_guest_proto::client::GuestClient;
 use hearth_guest_proto::msg::Request;
@@ -260,6 +261,101 @@ async fn main() -> anyhow::Result<()> {
         / 1024.0;
     api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
         .await?;
+
+    // Functions: the same handler through the API (warm and cold) and straight over a
+    // guest channel.
+    const HANDLER: &str = "#!/bin/sh\nread -r ev\nprintf '{\"ok\":%s}' \"$ev\"\n";
+    api.call(
+        reqwest::Method::POST,
+        "/v1/functions",
+        Some(json!({"name": "bench", "runtime": "native", "code": HANDLER, "max_instances": 4})),
+    )
+    .await?;
+    let t = Instant::now();
+    api.call(
+        reqwest::Method::POST,
+        "/v1/functions/bench/invoke",
+        Some(json!({"n": 0})),
+    )
+    .await?;
+    let fn_cold = t.elapsed();
+    let mut warm = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let r = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/functions/bench/invoke",
+                Some(json!({"n": i})),
+            )
+            .await?;
+        warm.push(t.elapsed());
+        if r["output"]["ok"]["n"] != i {
+            bail!("unexpected output {r}");
+        }
+    }
+    let fn_warm = median(warm);
+    guest
+        .call(&Request::WriteFile {
+            path: "/code/handler".into(),
+            data: base64::engine::general_purpose::STANDARD.encode(HANDLER),
+            mode: 0o755,
+            append: false,
+        })
+        .await?;
+    let call = Request::Exec {
+        argv: vec!["/code/handler".into()],
+        env: BTreeMap::new(),
+        cwd: Some("/code".into()),
+        timeout_ms: 30_000,
+        pty: None,
+    };
+    let mut direct = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = guest.exec(&call, br#"{"n":1}"#, 1 << 20).await?;
+        direct.push(t.elapsed());
+        if out.code != 0 {
+            bail!(
+                "direct handler call failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let fn_direct = median(direct);
+    eprintln!(
+        "  function: cold {} warm {} direct {}",
+        ms(fn_cold),
+        ms(fn_warm),
+        ms(fn_direct)
+    );
+    let mut throughput = Vec::new();
+    for callers in [1usize, 4, 16] {
+        let t = Instant::now();
+        let per = 8;
+        let work = (0..callers).map(|c| {
+            let api = &api;
+            async move {
+                for i in 0..per {
+                    api.call(
+                        reqwest::Method::POST,
+                        "/v1/functions/bench/invoke",
+                        Some(json!({"c": c, "i": i})),
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            }
+        });
+        for r in futures_util::future::join_all(work).await {
+            r?;
+        }
+        let rate = (callers * per) as f64 / t.elapsed().as_secs_f64();
+        eprintln!("  {callers} callers: {rate:.1} invocations/s");
+        throughput.push((callers, rate));
+    }
+    api.call(reqwest::Method::DELETE, "/v1/functions/bench", None)
+        .await?;
     stop_raw(raw_vm).await;
 
     // N at once against one alone (the median cold start above).
@@ -328,5 +424,20 @@ async fn main() -> anyhow::Result<()> {
         "({parallel} VMs booted in {:.1} s in all)",
         all.as_secs_f64()
     );
+    line(
+        "function warm invoke: API / straight over the channel",
+        fn_warm,
+        fn_direct,
+        "≤1.2",
+    );
+    line(
+        "function cold invoke / warm invoke (native)",
+        fn_cold,
+        fn_warm,
+        "report",
+    );
+    for (callers, rate) in throughput {
+        println!("function throughput, {callers:>2} concurrent callers: {rate:.1} invocations/s (max_instances 4)");
+    }
     Ok(())
 }
