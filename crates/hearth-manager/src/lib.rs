@@ -85,13 +85,26 @@ impl Application {
     }
 }
 
-/// Function pools: idle TTLs and pre-warming, every second.
+/// Functions' background work, every second: pool TTLs and pre-warming, due schedules and
+/// queued invocations. At start, invocations a previous run left running end as errors.
 async fn pool_upkeep(app: App) {
+    match app
+        .store()
+        .abandon_running_invocations(
+            r#"{"message":"the manager stopped while this invocation ran","stack":null}"#,
+        )
+        .await
+    {
+        Ok(n) if n > 0 => tracing::warn!(n, "invocations left running by a previous run"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "abandoning invocations"),
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut first = true;
     loop {
         tick.tick().await;
         app.maintain_pools(first).await;
+        app.run_due().await;
         first = false;
     }
 }

@@ -207,11 +207,73 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
         "{prom}"
     );
 
+    // Asynchronous: 202 at once, then the result under the invocation's id.
+    let (s, q) = t
+        .post(
+            "/v1/functions/echo/invoke?async=true",
+            json!({"later": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{q}");
+    assert!(q["status"] == "queued" || q["status"] == "running", "{q}");
+    let id = q["id"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(60),
+        "the async invocation to finish",
+        || async {
+            let (_, i) = t.get(&format!("/v1/invocations/{id}")).await;
+            i["status"] == "ok" && i["output"]["got"]["later"] == true
+        },
+    )
+    .await;
+
+    // A schedule fires, repeatedly, until deleted.
+    let (s, b) = t
+        .post(
+            "/v1/functions/echo/schedules",
+            json!({"expr": "every minute"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, sched) = t
+        .post(
+            "/v1/functions/echo/schedules",
+            json!({"expr": "@every 1s", "event": {"tick": 1}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    let ticks = || async {
+        let (_, logs) = t.get("/v1/functions/echo/logs?limit=200").await;
+        logs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["output"]["got"]["tick"] == 1)
+            .count()
+    };
+    eventually(Duration::from_secs(60), "two scheduled runs", || async {
+        ticks().await >= 2
+    })
+    .await;
+    let sid = sched["id"].as_str().unwrap();
+    assert_eq!(
+        t.delete(&format!("/v1/functions/echo/schedules/{sid}"))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let (_, list) = t.get("/v1/functions/echo/schedules").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+
     // Deleted: 404, and nothing of it remains.
     assert_eq!(t.delete("/v1/functions/echo").await, StatusCode::NO_CONTENT);
     let (s, b) = t.post("/v1/functions/echo/invoke", json!({})).await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
-    assert!(fn_vms(&t).await.is_empty());
+    eventually(
+        Duration::from_secs(20),
+        "the function's VMs to go",
+        || async { fn_vms(&t).await.is_empty() },
+    )
+    .await;
 
     host.shutdown().await;
     t.shutdown().await;
@@ -275,6 +337,30 @@ on_both_databases!(functions_are_stored_and_validated, |db| async move {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (_, m) = t.get("/v1/functions/f1/metrics").await;
     assert_eq!(m["invocations"], 0);
+
+    // A due run is claimed once, however many managers try.
+    let (s, sched) = t
+        .post("/v1/functions/f1/schedules", json!({"expr": "*/5 * * * *"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    let store = t.app.store();
+    let far = hearth_store::now_ms() + 3_600_000;
+    let due = store.due_schedules(far, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let first = store
+        .claim_schedule_run(&due[0], far + 1, "inv-a")
+        .await
+        .unwrap();
+    let second = store
+        .claim_schedule_run(&due[0], far + 1, "inv-b")
+        .await
+        .unwrap();
+    assert!(first && !second, "claimed twice");
+    // (This manager's own upkeep may already be running it: only one invocation exists.)
+    let (s, _) = t.get("/v1/invocations/inv-a").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t.get("/v1/invocations/inv-b").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, b) = t.get("/v1/invocations/nope").await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(t.delete("/v1/functions/f1").await, StatusCode::NO_CONTENT);

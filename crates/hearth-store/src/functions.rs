@@ -210,6 +210,11 @@ impl Store {
         .bind(i.created_at_ms)
         .execute(&self.pool)
         .await?;
+        self.count_invocation(i).await
+    }
+
+    /// Counts a finished invocation and prunes the function's oldest ones.
+    async fn count_invocation(&self, i: &InvocationRecord) -> Result<()> {
         sqlx::query(
             "UPDATE functions SET invocations_total = invocations_total + 1, \
              errors_total = errors_total + $2, cold_starts_total = cold_starts_total + $3 \
@@ -259,5 +264,214 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(invocation).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub function_id: String,
+    pub expr: String,
+    /// JSON.
+    pub event: String,
+    pub next_run_at_ms: i64,
+    pub last_run_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+fn schedule(row: &AnyRow) -> Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        id: col(row, "id")?,
+        function_id: col(row, "function_id")?,
+        expr: col(row, "expr")?,
+        event: col(row, "event")?,
+        next_run_at_ms: col(row, "next_run_at")?,
+        last_run_at_ms: col(row, "last_run_at")?,
+        created_at_ms: col(row, "created_at")?,
+    })
+}
+
+const SCHEDULE_COLS: &str = "id, function_id, expr, event, next_run_at, last_run_at, created_at";
+
+/// A queued invocation, as a manager takes it.
+#[derive(Debug, Clone)]
+pub struct QueuedInvocation {
+    pub id: String,
+    pub function_id: String,
+    pub event: String,
+}
+
+impl Store {
+    /// Queues an invocation to run in the background.
+    pub async fn queue_invocation(
+        &self,
+        id: &str,
+        function_id: &str,
+        event: &str,
+        schedule_id: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
+             cold_start, created_at, event, schedule_id) \
+             VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(function_id)
+        .bind(now_ms())
+        .bind(event)
+        .bind(schedule_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a queued invocation for this manager to run; false when another took it.
+    pub async fn take_invocation(&self, id: &str) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE invocations SET status = 'running' WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Queued invocations, oldest first.
+    pub async fn queued_invocations(&self, limit: u32) -> Result<Vec<QueuedInvocation>> {
+        let rows = sqlx::query(
+            "SELECT id, function_id, event FROM invocations WHERE status = 'queued' \
+             ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedInvocation {
+                    id: col(r, "id")?,
+                    function_id: col(r, "function_id")?,
+                    event: col::<Option<String>>(r, "event")?.unwrap_or_else(|| "null".into()),
+                })
+            })
+            .collect()
+    }
+
+    /// Records how a queued or running invocation ended, and counts it.
+    pub async fn finish_invocation(&self, i: &InvocationRecord) -> Result<()> {
+        sqlx::query(
+            "UPDATE invocations SET status = $2, output = $3, error = $4, logs = $5, \
+             duration_ms = $6, cold_start = $7 WHERE id = $1",
+        )
+        .bind(&i.id)
+        .bind(&i.status)
+        .bind(&i.output)
+        .bind(&i.error)
+        .bind(&i.logs)
+        .bind(i.duration_ms as i64)
+        .bind(i64::from(i.cold_start))
+        .execute(&self.pool)
+        .await?;
+        self.count_invocation(i).await
+    }
+
+    /// Invocations left `running` by a manager that stopped: they end as errors (running
+    /// them again could repeat what they did).
+    pub async fn abandon_running_invocations(&self, message: &str) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE invocations SET status = 'error', error = $1 WHERE status = 'running'",
+        )
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    pub async fn insert_schedule(&self, s: &ScheduleRecord) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO schedules ({SCHEDULE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&s.id)
+        .bind(&s.function_id)
+        .bind(&s.expr)
+        .bind(&s.event)
+        .bind(s.next_run_at_ms)
+        .bind(s.last_run_at_ms)
+        .bind(s.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn schedules(&self, function_id: &str) -> Result<Vec<ScheduleRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE function_id = $1 ORDER BY id"
+        ))
+        .bind(function_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule).collect()
+    }
+
+    pub async fn delete_schedule(&self, function_id: &str, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM schedules WHERE id = $1 AND function_id = $2")
+            .bind(id)
+            .bind(function_id)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("schedule {id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Schedules whose run is due.
+    pub async fn due_schedules(&self, now: i64, limit: u32) -> Result<Vec<ScheduleRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCHEDULE_COLS} FROM schedules WHERE next_run_at <= $1 \
+             ORDER BY next_run_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(schedule).collect()
+    }
+
+    /// Claims a schedule's due run: moves `next_run_at` from `due` to `next` and queues its
+    /// invocation, in one transaction. False when another manager claimed it first.
+    pub async fn claim_schedule_run(
+        &self,
+        s: &ScheduleRecord,
+        next: i64,
+        invocation_id: &str,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "UPDATE schedules SET next_run_at = $3, last_run_at = $2 \
+             WHERE id = $1 AND next_run_at = $2",
+        )
+        .bind(&s.id)
+        .bind(s.next_run_at_ms)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
+             cold_start, created_at, event, schedule_id) \
+             VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5)",
+        )
+        .bind(invocation_id)
+        .bind(&s.function_id)
+        .bind(now_ms())
+        .bind(&s.event)
+        .bind(&s.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -23,7 +23,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
 pub use auth::{ApiKeyRow, SessionPrincipal};
-pub use functions::{FunctionRecord, InvocationRecord, KEEP_INVOCATIONS};
+pub use functions::{
+    FunctionRecord, InvocationRecord, QueuedInvocation, ScheduleRecord, KEEP_INVOCATIONS,
+};
 pub use hosts::{HostRecord, NewHost};
 pub use vms::{Observed, VmRecord};
 

@@ -174,3 +174,36 @@ pub struct RuntimeInfo {
     pub available: bool,
     pub reason: Option<String>,
 }
+
+/// A schedule that invokes a function.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    pub id: String,
+    pub function: String,
+    /// `@every 30s` (s, m or h), `@hourly`, `@daily`, `@weekly`, or 5-field cron (UTC).
+    pub expr: String,
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    pub next_run_at: DateTime<Utc>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/functions/{name}/schedules`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    pub expr: String,
+    /// The event each run gets (default null).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvokeQuery {
+    /// Queue it and answer 202 with the invocation at once.
+    #[serde(rename = "async")]
+    pub async_: Option<bool>,
+}

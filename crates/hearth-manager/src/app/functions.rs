@@ -385,27 +385,70 @@ impl App {
         })
     }
 
-    /// Runs the function once with `event` (JSON text).
+    /// Runs the function once with `event` (a JSON body) and records it.
     pub async fn invoke(&self, name: &str, event: &[u8]) -> ApiResult<InvokeResult> {
-        if event.len() > MAX_EVENT_BYTES {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the event is {} bytes; at most {MAX_EVENT_BYTES}",
-                event.len()
-            )));
-        }
-        let event = if event.iter().all(u8::is_ascii_whitespace) {
-            "null".to_string()
-        } else {
-            let v: serde_json::Value = serde_json::from_slice(event)
-                .map_err(|e| ApiError::bad_request(format!("the event must be JSON: {e}")))?;
-            v.to_string()
-        };
+        let event = parse_event(event)?;
         let f = self.store().function(name).await?;
+        let r = self.execute(&f, event, new_id()).await?;
+        let record = record_of(&f, &r);
+        if let Err(e) = self.store().record_invocation(&record).await {
+            tracing::warn!(error = %e, function = %f.name, "could not record an invocation");
+        }
+        Ok(r)
+    }
+
+    /// Queues an invocation and answers at once; `GET /v1/invocations/{id}` tells how it
+    /// went.
+    pub async fn invoke_async(&self, name: &str, event: &[u8]) -> ApiResult<Invocation> {
+        let event = parse_event(event)?;
+        let f = self.store().function(name).await?;
+        let id = new_id();
+        self.store()
+            .queue_invocation(&id, &f.id, &event, None)
+            .await?;
+        let app = self.clone();
+        let q = hearth_store::QueuedInvocation {
+            id: id.clone(),
+            function_id: f.id.clone(),
+            event,
+        };
+        tokio::spawn(async move { app.run_queued(q).await });
+        self.invocation(&id).await
+    }
+
+    /// Runs a queued invocation, unless another manager (or task) took it first.
+    pub(crate) async fn run_queued(&self, q: hearth_store::QueuedInvocation) {
+        match self.store().take_invocation(&q.id).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, invocation = %q.id, "could not take an invocation");
+                return;
+            }
+        }
+        let record = match self.store().function(&q.function_id).await {
+            Ok(f) => match self.execute(&f, q.event, q.id.clone()).await {
+                Ok(r) => record_of(&f, &r),
+                Err(e) => failed_record(&q.id, &q.function_id, &e.to_string()),
+            },
+            Err(e) => failed_record(&q.id, &q.function_id, &e.to_string()),
+        };
+        if let Err(e) = self.store().finish_invocation(&record).await {
+            tracing::warn!(error = %e, invocation = %q.id, "could not record an invocation");
+        }
+    }
+
+    /// Runs the handler once in a VM of the function's pool.
+    async fn execute(
+        &self,
+        f: &FunctionRecord,
+        event: String,
+        invocation_id: String,
+    ) -> ApiResult<InvokeResult> {
         let started = Instant::now();
-        let (instance, cold_start) = self.pools().acquire(self, &f).await?;
-        let invocation_id = new_id();
+        let (instance, cold_start) = self.pools().acquire(self, f).await?;
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
-        let mut env = env_of(&f);
+        let mut env = env_of(f);
         env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
         env.insert("HEARTH_FUNCTION".into(), f.name.clone());
         env.insert("HEARTH_DEADLINE_MS".into(), deadline.to_string());
@@ -425,12 +468,12 @@ impl App {
             Ok(out) => out,
             Err(e) => {
                 // The VM or its agent failed us: never hand that VM out again.
-                self.pools().release(self, &f, instance, false);
+                self.pools().release(self, f, instance, false);
                 return Err(e);
             }
         };
         let healthy = !out.timed_out;
-        self.pools().release(self, &f, instance, healthy);
+        self.pools().release(self, f, instance, healthy);
         let (output, error) = if out.timed_out {
             (
                 serde_json::Value::Null,
@@ -482,20 +525,6 @@ impl App {
             logs = format!("[… {cut} bytes dropped]\n{}", &logs[cut..]);
         }
         let duration_ms = started.elapsed().as_millis() as u64;
-        let record = InvocationRecord {
-            id: invocation_id.clone(),
-            function_id: f.id.clone(),
-            status: if error.is_some() { "error" } else { "ok" }.into(),
-            output: output.to_string(),
-            error: error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
-            logs: logs.clone(),
-            duration_ms,
-            cold_start,
-            created_at_ms: now_ms(),
-        };
-        if let Err(e) = self.store().record_invocation(&record).await {
-            tracing::warn!(error = %e, function = %f.name, "could not record an invocation");
-        }
         self.metrics()
             .function_invoked(&f.name, error.is_none(), cold_start, duration_ms);
         Ok(InvokeResult {
@@ -506,5 +535,53 @@ impl App {
             cold_start,
             logs,
         })
+    }
+}
+
+fn parse_event(event: &[u8]) -> ApiResult<String> {
+    if event.len() > MAX_EVENT_BYTES {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the event is {} bytes; at most {MAX_EVENT_BYTES}",
+            event.len()
+        )));
+    }
+    if event.iter().all(u8::is_ascii_whitespace) {
+        return Ok("null".into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(event)
+        .map_err(|e| ApiError::bad_request(format!("the event must be JSON: {e}")))?;
+    Ok(v.to_string())
+}
+
+fn record_of(f: &FunctionRecord, r: &InvokeResult) -> InvocationRecord {
+    InvocationRecord {
+        id: r.invocation_id.clone(),
+        function_id: f.id.clone(),
+        status: if r.error.is_some() { "error" } else { "ok" }.into(),
+        output: r.output.to_string(),
+        error: r.error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+        logs: r.logs.clone(),
+        duration_ms: r.duration_ms,
+        cold_start: r.cold_start,
+        created_at_ms: now_ms(),
+    }
+}
+
+/// An invocation that could not run at all (no VM, the function gone).
+fn failed_record(id: &str, function_id: &str, message: &str) -> InvocationRecord {
+    InvocationRecord {
+        id: id.to_string(),
+        function_id: function_id.to_string(),
+        status: "error".into(),
+        output: "null".into(),
+        error: serde_json::to_string(&FnError {
+            message: message.to_string(),
+            stack: None,
+        })
+        .ok(),
+        logs: String::new(),
+        duration_ms: 0,
+        cold_start: false,
+        created_at_ms: now_ms(),
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod functions;
 pub mod hosts;
 pub mod pool;
+pub mod schedules;
 pub mod throttle;
 pub mod vms;
 

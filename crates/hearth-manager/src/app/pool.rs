@@ -150,7 +150,11 @@ impl Pools {
 
     /// Gives a VM back after a call; `healthy: false` retires it.
     pub fn release(&self, app: &App, f: &FunctionRecord, mut i: Instance, healthy: bool) {
-        let pool = self.pool(&f.id);
+        // A pool that is gone (the function was deleted) takes nothing back.
+        let Some(pool) = lock(&self.by_function).get(&f.id).cloned() else {
+            retire(app, i.vm_id);
+            return;
+        };
         let mut st = lock(&pool.state);
         st.busy = st.busy.saturating_sub(1);
         if healthy && !st.gone && current(&i, f) {

@@ -3,10 +3,11 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use hearth_types::api::{ListQuery, Page};
 use hearth_types::function::{
-    CreateFunction, Function, FunctionMetrics, Invocation, InvokeResult, LogsQuery, RuntimeInfo,
-    UpdateFunction,
+    CreateFunction, CreateSchedule, Function, FunctionMetrics, Invocation, InvokeQuery,
+    InvokeResult, LogsQuery, RuntimeInfo, Schedule, UpdateFunction,
 };
 use hearth_types::ErrorBody;
 
@@ -80,10 +81,11 @@ pub async fn delete_function(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Invoke a function with the request body (JSON) as its event.
-#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+/// Invoke a function with the request body (JSON) as its event; `?async=true` queues it.
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "functions", params(("name" = String, Path, description = "Function name or id"), InvokeQuery),
     request_body(content = Object, description = "The event (any JSON)"),
     responses((status = 200, description = "The call ran; `error` is set when the handler failed", body = InvokeResult),
+        (status = 202, description = "Queued (`?async=true`); poll `GET /v1/invocations/{id}`", body = Invocation),
         (status = 400, description = "the event is not JSON", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 429, description = "every VM the function may have is busy and the queue is full (see Retry-After)", body = ErrorBody),
@@ -91,9 +93,53 @@ pub async fn delete_function(
 pub async fn invoke_function(
     State(app): State<App>,
     Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
     body: Bytes,
-) -> ApiResult<Json<InvokeResult>> {
-    Ok(Json(app.invoke(&name, &body).await?))
+) -> ApiResult<Response> {
+    if q.async_.unwrap_or(false) {
+        let queued = app.invoke_async(&name, &body).await?;
+        return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
+    }
+    Ok(Json(app.invoke(&name, &body).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/schedules", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, body = Page<Schedule>), (status = 404, body = ErrorBody)))]
+pub async fn list_schedules(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Page<Schedule>>> {
+    Ok(Json(Page {
+        items: app.list_schedules(&name).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Invoke the function on a schedule (`@every 30s`, `@hourly`, `@daily`, 5-field cron, UTC).
+#[utoipa::path(post, path = "/v1/functions/{name}/schedules", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    request_body = CreateSchedule,
+    responses((status = 201, body = Schedule), (status = 400, description = "not a schedule expression", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "too many schedules", body = ErrorBody)))]
+pub async fn create_schedule(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Json(req): Json<CreateSchedule>,
+) -> ApiResult<(StatusCode, Json<Schedule>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(app.create_schedule(&name, req).await?),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}/schedules/{id}", tag = "functions",
+    params(("name" = String, Path, description = "Function name or id"), ("id" = String, Path, description = "Schedule id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_schedule(
+    State(app): State<App>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    app.delete_schedule(&name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The newest invocations, with their logs.

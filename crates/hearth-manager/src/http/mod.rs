@@ -118,6 +118,11 @@ fn function_routes() -> OpenApiRouter<App> {
         .routes(routes!(functions::function_logs))
         .routes(routes!(functions::function_metrics))
         .routes(routes!(functions::get_invocation))
+        .routes(routes!(
+            functions::list_schedules,
+            functions::create_schedule
+        ))
+        .routes(routes!(functions::delete_schedule))
         .layer(DefaultBodyLimit::max(
             crate::app::functions::MAX_CODE_BYTES * 4 / 3 + (64 << 10),
         ))
