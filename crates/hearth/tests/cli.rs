@@ -526,7 +526,22 @@ fn cli_runs_a_vm_from_create_to_delete() {
     ]);
     assert_eq!(f["memory_mib"], 96);
     assert!(env.ok(&["fn", "logs", "hello"]).contains("saw"));
-    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 2);
+    let id = env.ok(&["fn", "invoke", "hello", "--async", "--data", "7"]);
+    let id = id.trim().to_string();
+    wait_for("the async invocation", Duration::from_secs(60), || {
+        env.json(&["fn", "invocation", &id])["status"] == "ok"
+    });
+    assert_eq!(env.json(&["fn", "invocation", &id])["output"]["echo"], 7);
+    let sid = env.ok(&["fn", "schedule", "add", "hello", "@hourly"]);
+    assert!(env
+        .ok(&["fn", "schedule", "list", "hello"])
+        .contains("@hourly"));
+    env.ok(&["fn", "schedule", "delete", "hello", sid.trim()]);
+    assert!(!env
+        .run(&["fn", "schedule", "add", "hello", "@sometimes"])
+        .status
+        .success());
+    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 3);
     env.ok(&["fn", "delete", "hello"]);
     assert!(!env.run(&["fn", "get", "hello"]).status.success());
 }

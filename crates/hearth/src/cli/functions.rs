@@ -8,7 +8,9 @@ use anyhow::Context;
 use base64::Engine;
 use clap::Subcommand;
 use hearth_types::api::Page;
-use hearth_types::function::{Function, FunctionMetrics, Invocation, InvokeResult, RuntimeInfo};
+use hearth_types::function::{
+    Function, FunctionMetrics, Invocation, InvokeResult, RuntimeInfo, Schedule,
+};
 use serde_json::json;
 
 use super::client::{seg, ApiFailure, Client};
@@ -59,7 +61,17 @@ pub enum FnCmd {
         /// The event (JSON)
         #[arg(long, short, default_value = "null")]
         data: String,
+        /// Queue it and print the invocation id (see `hearth fn invocation ID`)
+        #[arg(long = "async")]
+        async_: bool,
     },
+    /// One invocation: its status, output and logs
+    Invocation {
+        id: String,
+    },
+    /// Run a function on a schedule
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Its newest invocations and what they logged
     Logs {
         name: String,
@@ -68,6 +80,25 @@ pub enum FnCmd {
     },
     Metrics {
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCmd {
+    /// EXPR: `@every 30s`, `@hourly`, `@daily`, or 5-field cron (UTC)
+    Add {
+        name: String,
+        expr: String,
+        /// The event each run gets (JSON)
+        #[arg(long, short, default_value = "null")]
+        data: String,
+    },
+    List {
+        name: String,
+    },
+    Delete {
+        name: String,
+        id: String,
     },
 }
 
@@ -207,7 +238,54 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
                 println!("Deleted function {name}.");
             }
         }
-        FnCmd::Invoke { name, data } => {
+        FnCmd::Invoke {
+            name,
+            data,
+            async_: true,
+        } => {
+            let event: serde_json::Value =
+                serde_json::from_str(&data).context("--data must be JSON, e.g. '{\"x\": 1}'")?;
+            let i: Invocation = client
+                .post(
+                    &format!("/v1/functions/{}/invoke?async=true", seg(&name)),
+                    event,
+                )
+                .await?;
+            if json_out {
+                output::json(&i)?;
+            } else {
+                println!("{}", i.id);
+                eprintln!("queued; see it with `hearth fn invocation {}`", i.id);
+            }
+        }
+        FnCmd::Invocation { id } => {
+            let i: Invocation = client.get(&format!("/v1/invocations/{}", seg(&id))).await?;
+            if json_out {
+                output::json(&i)?;
+            } else {
+                fields(&[
+                    ("id", i.id.clone()),
+                    ("function", i.function.clone()),
+                    ("status", i.status.clone()),
+                    ("at", when(&i.at)),
+                    (
+                        "duration",
+                        format!(
+                            "{} ms{}",
+                            i.duration_ms,
+                            if i.cold_start { " (cold start)" } else { "" }
+                        ),
+                    ),
+                    ("output", i.output.to_string()),
+                ]);
+                if let Some(e) = &i.error {
+                    println!("error: {}", e.message);
+                }
+                print!("{}", i.logs);
+            }
+        }
+        FnCmd::Schedule(cmd) => schedule(&client, cmd, json_out).await?,
+        FnCmd::Invoke { name, data, .. } => {
             let event: serde_json::Value =
                 serde_json::from_str(&data).context("--data must be JSON, e.g. '{\"x\": 1}'")?;
             let r: InvokeResult = client
@@ -287,6 +365,59 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn schedule(client: &Client, cmd: ScheduleCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        ScheduleCmd::Add { name, expr, data } => {
+            let event: serde_json::Value =
+                serde_json::from_str(&data).context("--data must be JSON")?;
+            let s: Schedule = client
+                .post(
+                    &format!("/v1/functions/{}/schedules", seg(&name)),
+                    json!({"expr": expr, "event": event}),
+                )
+                .await?;
+            if json_out {
+                output::json(&s)?;
+            } else {
+                println!("{}", s.id);
+                eprintln!("next run {}", when(&s.next_run_at));
+            }
+        }
+        ScheduleCmd::List { name } => {
+            let page: Page<Schedule> = client
+                .get(&format!("/v1/functions/{}/schedules", seg(&name)))
+                .await?;
+            if json_out {
+                return output::json(&page);
+            }
+            table(
+                &["id", "expr", "next run", "last run"],
+                page.items.iter().map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.expr.clone(),
+                        when(&s.next_run_at),
+                        super::output::opt_when(&s.last_run_at),
+                    ]
+                }),
+            );
+        }
+        ScheduleCmd::Delete { name, id } => {
+            client
+                .delete(&format!(
+                    "/v1/functions/{}/schedules/{}",
+                    seg(&name),
+                    seg(&id)
+                ))
+                .await?;
+            if !json_out {
+                println!("Deleted schedule {id}.");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn runtime(client: Client, cmd: RuntimeCmd, json_out: bool) -> anyhow::Result<()> {
