@@ -169,6 +169,11 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     assert!(m["instances_idle"].as_u64().unwrap() <= 2, "{m}");
     assert!(fn_vms(&t).await.len() <= 2);
 
+    // Publish what runs now as version 1.
+    let (s, v1) = t.post("/v1/functions/echo/versions", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v1}");
+    assert_eq!(v1["version"], 1);
+
     // New code changes the output and retires the VMs running the old one.
     let v2 = HANDLER.replace("\"v\":1", "\"v\":2");
     let (s, b) = t
@@ -184,6 +189,50 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     assert_eq!(r["output"]["v"], 2, "{r}");
     assert_eq!(r["cold_start"], true);
 
+    // Versions stay as published; an alias splits calls between them by weight.
+    let (s, v2) = t.post("/v1/functions/echo/versions", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v2}");
+    assert_eq!(v2["version"], 2);
+    let r = invoke(&t, "echo:1", json!(1)).await;
+    assert_eq!(r["output"]["v"], 1, "{r}");
+    assert_eq!(r["version"], 1);
+    let (s, b) = t.post("/v1/functions/echo:7/invoke", json!(1)).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let put = |alias: &str, body: Value| {
+        let t = &t;
+        let path = format!("/v1/functions/echo/aliases/{alias}");
+        async move {
+            t.call(Method::PUT, &path, Some(&t.admin_token), Some(body))
+                .await
+        }
+    };
+    let (s, b) = put("live", json!({"version": 1, "weights": {"2": 100}})).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = put("live", json!({"version": 9})).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, a) = put("live", json!({"version": 1, "weights": {"2": 10}})).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["routes"], json!({"1": 90, "2": 10}));
+    let mut to_v2 = 0;
+    for i in 0..100 {
+        let r = invoke(&t, "echo:live", json!(i)).await;
+        assert_eq!(r["error"], Value::Null, "{r}");
+        if r["output"]["v"] == 2 {
+            to_v2 += 1;
+        }
+    }
+    // 10% of 100: well inside 2..=25 unless the split is wrong (p < 0.001).
+    assert!(
+        (2..=25).contains(&to_v2),
+        "{to_v2} of 100 calls went to version 2"
+    );
+    assert_eq!(
+        t.delete("/v1/functions/echo/aliases/live").await,
+        StatusCode::NO_CONTENT
+    );
+    let (s, b) = t.post("/v1/functions/echo:live/invoke", json!(1)).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+
     // Idle past the TTL: the VMs go.
     eventually(Duration::from_secs(30), "idle VMs to retire", || async {
         fn_vms(&t).await.is_empty()
@@ -191,7 +240,7 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     .await;
 
     // Logs, metrics (JSON and Prometheus).
-    let (_, logs) = t.get("/v1/functions/echo/logs?limit=100").await;
+    let (_, logs) = t.get("/v1/functions/echo/logs?limit=1000").await;
     let items = logs["items"].as_array().unwrap();
     assert!(items.len() >= 10, "{logs}");
     assert!(items.iter().any(|i| i["status"] == "error"));

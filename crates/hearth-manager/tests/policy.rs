@@ -54,6 +54,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/functions/{name}/schedules", "viewer"),
     ("POST", "/v1/functions/{name}/schedules", "operator"),
     ("DELETE", "/v1/functions/{name}/schedules/{id}", "operator"),
+    ("GET", "/v1/functions/{name}/versions", "viewer"),
+    ("POST", "/v1/functions/{name}/versions", "operator"),
+    ("GET", "/v1/functions/{name}/aliases", "viewer"),
+    ("PUT", "/v1/functions/{name}/aliases/{alias}", "operator"),
+    ("DELETE", "/v1/functions/{name}/aliases/{alias}", "operator"),
     ("GET", "/v1/events", "viewer"),
     ("GET", "/healthz", "public"),
     ("GET", "/readyz", "public"),
@@ -107,9 +112,10 @@ async fn every_route_enforces_its_role() {
     for (method, route, who) in EXPECTED {
         let path = route
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{name}", "no-such-thing");
+            .replace("{name}", "no-such-thing")
+            .replace("{alias}", "live");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let body = (method == Method::POST || method == Method::PATCH).then(|| json!({}));
+        let body = matches!(method, Method::POST | Method::PATCH | Method::PUT).then(|| json!({}));
 
         let (s, b) = t.call(method.clone(), &path, None, body.clone()).await;
         if *who == "public" {

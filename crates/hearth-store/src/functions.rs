@@ -45,6 +45,8 @@ pub struct InvocationRecord {
     pub duration_ms: u64,
     pub cold_start: bool,
     pub created_at_ms: i64,
+    /// The published version that served it (none: the latest, unpublished).
+    pub version: Option<u32>,
 }
 
 const COLS: &str = "id, name, runtime, handler, mode, memory_mib, timeout_s, env, min_warm, \
@@ -87,6 +89,7 @@ fn invocation(row: &AnyRow) -> Result<InvocationRecord> {
         duration_ms: col::<i64>(row, "duration_ms")? as u64,
         cold_start: col::<i64>(row, "cold_start")? != 0,
         created_at_ms: col(row, "created_at")?,
+        version: col::<Option<i64>>(row, "version")?.map(|v| v as u32),
     })
 }
 
@@ -197,7 +200,8 @@ impl Store {
     pub async fn record_invocation(&self, i: &InvocationRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO invocations (id, function_id, status, output, error, logs, \
-             duration_ms, cold_start, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             duration_ms, cold_start, created_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&i.id)
         .bind(&i.function_id)
@@ -208,6 +212,7 @@ impl Store {
         .bind(i.duration_ms as i64)
         .bind(i64::from(i.cold_start))
         .bind(i.created_at_ms)
+        .bind(i.version.map(i64::from))
         .execute(&self.pool)
         .await?;
         self.count_invocation(i).await
@@ -240,7 +245,7 @@ impl Store {
     pub async fn invocation(&self, id: &str) -> Result<InvocationRecord> {
         let row = sqlx::query(
             "SELECT id, function_id, status, output, error, logs, duration_ms, cold_start, \
-             created_at FROM invocations WHERE id = $1",
+             created_at, version FROM invocations WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -257,7 +262,7 @@ impl Store {
     ) -> Result<Vec<InvocationRecord>> {
         let rows = sqlx::query(
             "SELECT id, function_id, status, output, error, logs, duration_ms, cold_start, \
-             created_at FROM invocations WHERE function_id = $1 ORDER BY id DESC LIMIT $2",
+             created_at, version FROM invocations WHERE function_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(function_id)
         .bind(i64::from(limit))
@@ -299,6 +304,8 @@ pub struct QueuedInvocation {
     pub id: String,
     pub function_id: String,
     pub event: String,
+    /// The published version to run (none: the latest).
+    pub version: Option<u32>,
 }
 
 impl Store {
@@ -308,18 +315,18 @@ impl Store {
         id: &str,
         function_id: &str,
         event: &str,
-        schedule_id: Option<&str>,
+        version: Option<u32>,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
-             cold_start, created_at, event, schedule_id) \
+             cold_start, created_at, event, version) \
              VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5)",
         )
         .bind(id)
         .bind(function_id)
         .bind(now_ms())
         .bind(event)
-        .bind(schedule_id)
+        .bind(version.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -339,7 +346,7 @@ impl Store {
     /// Queued invocations, oldest first.
     pub async fn queued_invocations(&self, limit: u32) -> Result<Vec<QueuedInvocation>> {
         let rows = sqlx::query(
-            "SELECT id, function_id, event FROM invocations WHERE status = 'queued' \
+            "SELECT id, function_id, event, version FROM invocations WHERE status = 'queued' \
              ORDER BY id LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -351,6 +358,7 @@ impl Store {
                     id: col(r, "id")?,
                     function_id: col(r, "function_id")?,
                     event: col::<Option<String>>(r, "event")?.unwrap_or_else(|| "null".into()),
+                    version: col::<Option<i64>>(r, "version")?.map(|v| v as u32),
                 })
             })
             .collect()
@@ -360,7 +368,7 @@ impl Store {
     pub async fn finish_invocation(&self, i: &InvocationRecord) -> Result<()> {
         sqlx::query(
             "UPDATE invocations SET status = $2, output = $3, error = $4, logs = $5, \
-             duration_ms = $6, cold_start = $7 WHERE id = $1",
+             duration_ms = $6, cold_start = $7, version = $8 WHERE id = $1",
         )
         .bind(&i.id)
         .bind(&i.status)
@@ -369,6 +377,7 @@ impl Store {
         .bind(&i.logs)
         .bind(i.duration_ms as i64)
         .bind(i64::from(i.cold_start))
+        .bind(i.version.map(i64::from))
         .execute(&self.pool)
         .await?;
         self.count_invocation(i).await
@@ -473,5 +482,198 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionRecord {
+    pub function_id: String,
+    pub version: u32,
+    pub handler: String,
+    pub mode: String,
+    pub memory_mib: u64,
+    pub timeout_s: u64,
+    pub env: String,
+    pub code: String,
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub created_at_ms: i64,
+}
+
+const VERSION_COLS: &str = "function_id, version, handler, mode, memory_mib, timeout_s, env, \
+                            code, code_sha256, code_size, created_at";
+
+fn version(row: &AnyRow) -> Result<VersionRecord> {
+    let u = |name: &str| -> Result<u64> { Ok(col::<i64>(row, name)? as u64) };
+    Ok(VersionRecord {
+        function_id: col(row, "function_id")?,
+        version: u("version")? as u32,
+        handler: col(row, "handler")?,
+        mode: col(row, "mode")?,
+        memory_mib: u("memory_mib")?,
+        timeout_s: u("timeout_s")?,
+        env: col(row, "env")?,
+        code: col(row, "code")?,
+        code_sha256: col(row, "code_sha256")?,
+        code_size: u("code_size")?,
+        created_at_ms: col(row, "created_at")?,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct AliasRecord {
+    pub function_id: String,
+    pub name: String,
+    /// JSON: {"<version>": weight}
+    pub routes: String,
+    pub updated_at_ms: i64,
+}
+
+fn alias(row: &AnyRow) -> Result<AliasRecord> {
+    Ok(AliasRecord {
+        function_id: col(row, "function_id")?,
+        name: col(row, "name")?,
+        routes: col(row, "routes")?,
+        updated_at_ms: col(row, "updated_at")?,
+    })
+}
+
+impl Store {
+    /// Publishes the function as it is now as its next version.
+    pub async fn publish_version(&self, f: &FunctionRecord) -> Result<VersionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM function_versions WHERE function_id = $1",
+        )
+        .bind(&f.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let next = col::<i64>(&row, "v")? + 1;
+        let v = VersionRecord {
+            function_id: f.id.clone(),
+            version: next as u32,
+            handler: f.handler.clone(),
+            mode: f.mode.clone(),
+            memory_mib: f.memory_mib,
+            timeout_s: f.timeout_s,
+            env: f.env.clone(),
+            code: f.code.clone(),
+            code_sha256: f.code_sha256.clone(),
+            code_size: f.code_size,
+            created_at_ms: now_ms(),
+        };
+        sqlx::query(&format!(
+            "INSERT INTO function_versions ({VERSION_COLS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&v.function_id)
+        .bind(next)
+        .bind(&v.handler)
+        .bind(&v.mode)
+        .bind(v.memory_mib as i64)
+        .bind(v.timeout_s as i64)
+        .bind(&v.env)
+        .bind(&v.code)
+        .bind(&v.code_sha256)
+        .bind(v.code_size as i64)
+        .bind(v.created_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            unique(e, || {
+                "another version was published at the same time; retry".into()
+            })
+        })?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
+    pub async fn version(&self, function_id: &str, v: u32) -> Result<VersionRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM function_versions WHERE function_id = $1 AND version = $2"
+        ))
+        .bind(function_id)
+        .bind(i64::from(v))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("version {v}")))?;
+        version(&row)
+    }
+
+    pub async fn versions(&self, function_id: &str) -> Result<Vec<VersionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLS} FROM function_versions WHERE function_id = $1 ORDER BY version"
+        ))
+        .bind(function_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version).collect()
+    }
+
+    pub async fn set_alias(&self, a: &AliasRecord) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE function_aliases SET routes = $3, updated_at = $4 \
+             WHERE function_id = $1 AND name = $2",
+        )
+        .bind(&a.function_id)
+        .bind(&a.name)
+        .bind(&a.routes)
+        .bind(a.updated_at_ms)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO function_aliases (function_id, name, routes, updated_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&a.function_id)
+            .bind(&a.name)
+            .bind(&a.routes)
+            .bind(a.updated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                unique(e, || {
+                    format!("alias {:?} was set at the same time; retry", a.name)
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn alias(&self, function_id: &str, name: &str) -> Result<AliasRecord> {
+        let row = sqlx::query(
+            "SELECT function_id, name, routes, updated_at FROM function_aliases \
+             WHERE function_id = $1 AND name = $2",
+        )
+        .bind(function_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("alias {name:?}")))?;
+        alias(&row)
+    }
+
+    pub async fn aliases(&self, function_id: &str) -> Result<Vec<AliasRecord>> {
+        let rows = sqlx::query(
+            "SELECT function_id, name, routes, updated_at FROM function_aliases \
+             WHERE function_id = $1 ORDER BY name",
+        )
+        .bind(function_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alias).collect()
+    }
+
+    pub async fn delete_alias(&self, function_id: &str, name: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM function_aliases WHERE function_id = $1 AND name = $2")
+            .bind(function_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("alias {name:?}")));
+        }
+        Ok(())
     }
 }

@@ -24,7 +24,8 @@ use sqlx::{AnyPool, Executor};
 
 pub use auth::{ApiKeyRow, SessionPrincipal};
 pub use functions::{
-    FunctionRecord, InvocationRecord, QueuedInvocation, ScheduleRecord, KEEP_INVOCATIONS,
+    AliasRecord, FunctionRecord, InvocationRecord, QueuedInvocation, ScheduleRecord, VersionRecord,
+    KEEP_INVOCATIONS,
 };
 pub use hosts::{HostRecord, NewHost};
 pub use vms::{Observed, VmRecord};

@@ -123,6 +123,8 @@ pub struct InvokeResult {
     pub cold_start: bool,
     /// What the handler wrote to stderr (bounded).
     pub logs: String,
+    /// The published version that ran (none: the latest, unpublished code).
+    pub version: Option<u32>,
 }
 
 /// A past invocation.
@@ -138,6 +140,7 @@ pub struct Invocation {
     pub duration_ms: u64,
     pub cold_start: bool,
     pub logs: String,
+    pub version: Option<u32>,
     pub at: DateTime<Utc>,
 }
 
@@ -206,4 +209,37 @@ pub struct InvokeQuery {
     /// Queue it and answer 202 with the invocation at once.
     #[serde(rename = "async")]
     pub async_: Option<bool>,
+}
+
+/// A published, immutable version of a function.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionVersion {
+    pub version: u32,
+    pub handler: String,
+    pub mode: FnMode,
+    pub memory_mib: u64,
+    pub timeout_s: u64,
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A name that routes invocations to versions (`NAME:ALIAS`), splitting by weight.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Alias {
+    pub name: String,
+    /// Version → weight (the weights add up to 100).
+    pub routes: BTreeMap<String, u32>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `PUT /v1/functions/{name}/aliases/{alias}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlias {
+    /// The version that gets what the others do not.
+    pub version: u32,
+    /// Other versions and their share in percent, e.g. `{"3": 10}`.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
 }

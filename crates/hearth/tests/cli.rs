@@ -532,6 +532,19 @@ fn cli_runs_a_vm_from_create_to_delete() {
         env.json(&["fn", "invocation", &id])["status"] == "ok"
     });
     assert_eq!(env.json(&["fn", "invocation", &id])["output"]["echo"], 7);
+    assert_eq!(env.json(&["fn", "publish", "hello"])["version"], 1);
+    assert!(env.ok(&["fn", "versions", "hello"]).contains("96 MiB"));
+    env.ok(&["fn", "alias", "set", "hello", "live", "--version", "1"]);
+    assert!(env
+        .ok(&["fn", "alias", "list", "hello"])
+        .contains("v1 100%"));
+    let out = env.run(&["fn", "invoke", "hello:live", "--data", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["fn", "alias", "delete", "hello", "live"]);
     let sid = env.ok(&["fn", "schedule", "add", "hello", "@hourly"]);
     assert!(env
         .ok(&["fn", "schedule", "list", "hello"])
@@ -541,7 +554,7 @@ fn cli_runs_a_vm_from_create_to_delete() {
         .run(&["fn", "schedule", "add", "hello", "@sometimes"])
         .status
         .success());
-    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 3);
+    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 4);
     env.ok(&["fn", "delete", "hello"]);
     assert!(!env.run(&["fn", "get", "hello"]).status.success());
 }

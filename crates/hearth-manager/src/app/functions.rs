@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use base64::Engine;
-use hearth_store::{now_ms, to_time, FunctionRecord, InvocationRecord};
+use hearth_store::{now_ms, to_time, AliasRecord, FunctionRecord, InvocationRecord, VersionRecord};
 use hearth_types::api::Page;
 use hearth_types::function::{
-    CreateFunction, FnError, FnMode, Function, FunctionMetrics, Invocation, InvokeResult,
-    RuntimeInfo, UpdateFunction,
+    Alias, CreateFunction, FnError, FnMode, Function, FunctionMetrics, FunctionVersion, Invocation,
+    InvokeResult, RuntimeInfo, SetAlias, UpdateFunction,
 };
 use hearth_types::new_id;
 use hearth_types::vm::{check_name, ExecVm};
@@ -146,6 +146,7 @@ fn invocation_view(i: InvocationRecord, function: &str) -> Invocation {
         duration_ms: i.duration_ms,
         cold_start: i.cold_start,
         logs: i.logs,
+        version: i.version,
         at: to_time(i.created_at_ms),
     }
 }
@@ -223,7 +224,204 @@ fn check(f: &FunctionRecord) -> ApiResult<()> {
     Ok(())
 }
 
+/// What one invocation runs: the function as it is now, or one of its published versions,
+/// and the pool that serves it.
+pub(crate) struct Target {
+    pub f: FunctionRecord,
+    pub key: String,
+    pub version: Option<u32>,
+}
+
+/// The function as it was published in `v`.
+fn as_version(mut f: FunctionRecord, v: VersionRecord) -> FunctionRecord {
+    f.handler = v.handler;
+    f.mode = v.mode;
+    f.memory_mib = v.memory_mib;
+    f.timeout_s = v.timeout_s;
+    f.env = v.env;
+    f.code = v.code;
+    f.code_sha256 = v.code_sha256;
+    f.code_size = v.code_size;
+    f
+}
+
+fn version_view(v: VersionRecord) -> FunctionVersion {
+    FunctionVersion {
+        version: v.version,
+        mode: mode_of(&v.mode),
+        handler: v.handler,
+        memory_mib: v.memory_mib,
+        timeout_s: v.timeout_s,
+        code_sha256: v.code_sha256,
+        code_size: v.code_size,
+        created_at: to_time(v.created_at_ms),
+    }
+}
+
+fn alias_view(a: AliasRecord) -> Alias {
+    Alias {
+        routes: serde_json::from_str(&a.routes).unwrap_or_default(),
+        name: a.name,
+        updated_at: to_time(a.updated_at_ms),
+    }
+}
+
+/// Picks a version from `{"<version>": weight}` routes, in proportion to the weights.
+fn pick(routes: &BTreeMap<String, u32>) -> Option<u32> {
+    let total: u32 = routes.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut roll = rand::random_range(0..total);
+    for (v, w) in routes {
+        if roll < *w {
+            return v.parse().ok();
+        }
+        roll -= w;
+    }
+    None
+}
+
 impl App {
+    /// Resolves `NAME`, `NAME:VERSION` or `NAME:ALIAS`.
+    pub(crate) async fn resolve(&self, name: &str) -> ApiResult<Target> {
+        let (base, qualifier) = match name.split_once(':') {
+            Some((b, q)) => (b, Some(q)),
+            None => (name, None),
+        };
+        let f = self.store().function(base).await?;
+        let version = match qualifier {
+            None | Some("latest") => None,
+            Some(q) if q.bytes().all(|b| b.is_ascii_digit()) => Some(
+                q.parse::<u32>()
+                    .map_err(|_| ApiError::bad_request(format!("version {q:?} is out of range")))?,
+            ),
+            Some(alias) => {
+                let a = self.store().alias(&f.id, alias).await.map_err(|_| {
+                    ApiError::NotFound(format!(
+                        "function {} has no alias {alias:?} (and no such version)",
+                        f.name
+                    ))
+                })?;
+                let routes: BTreeMap<String, u32> =
+                    serde_json::from_str(&a.routes).unwrap_or_default();
+                Some(pick(&routes).ok_or_else(|| {
+                    ApiError::Conflict(format!("alias {alias:?} routes nowhere; set it again"))
+                })?)
+            }
+        };
+        self.target(f, version).await
+    }
+
+    pub(crate) async fn target(
+        &self,
+        f: FunctionRecord,
+        version: Option<u32>,
+    ) -> ApiResult<Target> {
+        match version {
+            None => Ok(Target {
+                key: f.id.clone(),
+                f,
+                version: None,
+            }),
+            Some(n) => {
+                let v = self.store().version(&f.id, n).await.map_err(|_| {
+                    ApiError::NotFound(format!(
+                        "function {} has no version {n}; publish one with `hearth fn publish`",
+                        f.name
+                    ))
+                })?;
+                Ok(Target {
+                    key: format!("{}@v{n}", f.id),
+                    f: as_version(f, v),
+                    version: Some(n),
+                })
+            }
+        }
+    }
+
+    /// Publishes the function as it is now as an immutable version.
+    pub async fn publish_version(&self, name: &str) -> ApiResult<FunctionVersion> {
+        let f = self.store().function(name).await?;
+        Ok(version_view(self.store().publish_version(&f).await?))
+    }
+
+    pub async fn list_versions(&self, name: &str) -> ApiResult<Vec<FunctionVersion>> {
+        let f = self.store().function(name).await?;
+        Ok(self
+            .store()
+            .versions(&f.id)
+            .await?
+            .into_iter()
+            .map(version_view)
+            .collect())
+    }
+
+    /// Points an alias at a version, with optional shares for others.
+    pub async fn set_alias(&self, name: &str, alias: &str, req: SetAlias) -> ApiResult<Alias> {
+        let f = self.store().function(name).await?;
+        let valid = !alias.is_empty()
+            && alias.len() <= 63
+            && alias
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !alias.bytes().all(|b| b.is_ascii_digit())
+            && alias != "latest";
+        if !valid {
+            return Err(ApiError::bad_request(format!(
+                "invalid alias {alias:?}: 1–63 lowercase letters, digits and dashes, not all digits, not `latest`"
+            )));
+        }
+        let mut routes: BTreeMap<String, u32> = BTreeMap::new();
+        let mut others = 0u32;
+        for (v, w) in &req.weights {
+            let n: u32 = v.parse().map_err(|_| {
+                ApiError::bad_request(format!("weights: {v:?} is not a version number"))
+            })?;
+            if !(1..=99).contains(w) || n == req.version {
+                return Err(ApiError::bad_request(
+                    "weights: each other version gets 1–99 percent".to_string(),
+                ));
+            }
+            self.target(f.clone(), Some(n)).await?;
+            others += w;
+            routes.insert(n.to_string(), *w);
+        }
+        if others >= 100 {
+            return Err(ApiError::bad_request(format!(
+                "weights add up to {others}%: version {} must keep some",
+                req.version
+            )));
+        }
+        self.target(f.clone(), Some(req.version)).await?;
+        routes.insert(req.version.to_string(), 100 - others);
+        let a = AliasRecord {
+            function_id: f.id.clone(),
+            name: alias.to_string(),
+            routes: serde_json::to_string(&routes).unwrap_or_default(),
+            updated_at_ms: now_ms(),
+        };
+        self.store().set_alias(&a).await?;
+        Ok(alias_view(a))
+    }
+
+    pub async fn list_aliases(&self, name: &str) -> ApiResult<Vec<Alias>> {
+        let f = self.store().function(name).await?;
+        Ok(self
+            .store()
+            .aliases(&f.id)
+            .await?
+            .into_iter()
+            .map(alias_view)
+            .collect())
+    }
+
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> ApiResult<()> {
+        let f = self.store().function(name).await?;
+        self.store().delete_alias(&f.id, alias).await?;
+        Ok(())
+    }
+
     pub fn runtimes(&self) -> Vec<RuntimeInfo> {
         RUNTIMES
             .iter()
@@ -388,11 +586,11 @@ impl App {
     /// Runs the function once with `event` (a JSON body) and records it.
     pub async fn invoke(&self, name: &str, event: &[u8]) -> ApiResult<InvokeResult> {
         let event = parse_event(event)?;
-        let f = self.store().function(name).await?;
-        let r = self.execute(&f, event, new_id()).await?;
-        let record = record_of(&f, &r);
+        let target = self.resolve(name).await?;
+        let r = self.execute(&target, event, new_id()).await?;
+        let record = record_of(&target.f, &r);
         if let Err(e) = self.store().record_invocation(&record).await {
-            tracing::warn!(error = %e, function = %f.name, "could not record an invocation");
+            tracing::warn!(error = %e, function = %target.f.name, "could not record an invocation");
         }
         Ok(r)
     }
@@ -401,16 +599,17 @@ impl App {
     /// went.
     pub async fn invoke_async(&self, name: &str, event: &[u8]) -> ApiResult<Invocation> {
         let event = parse_event(event)?;
-        let f = self.store().function(name).await?;
+        let target = self.resolve(name).await?;
         let id = new_id();
         self.store()
-            .queue_invocation(&id, &f.id, &event, None)
+            .queue_invocation(&id, &target.f.id, &event, target.version)
             .await?;
         let app = self.clone();
         let q = hearth_store::QueuedInvocation {
             id: id.clone(),
-            function_id: f.id.clone(),
+            function_id: target.f.id.clone(),
             event,
+            version: target.version,
         };
         tokio::spawn(async move { app.run_queued(q).await });
         self.invocation(&id).await
@@ -426,9 +625,13 @@ impl App {
                 return;
             }
         }
-        let record = match self.store().function(&q.function_id).await {
-            Ok(f) => match self.execute(&f, q.event, q.id.clone()).await {
-                Ok(r) => record_of(&f, &r),
+        let target = match self.store().function(&q.function_id).await {
+            Ok(f) => self.target(f, q.version).await,
+            Err(e) => Err(e.into()),
+        };
+        let record = match target {
+            Ok(t) => match self.execute(&t, q.event, q.id.clone()).await {
+                Ok(r) => record_of(&t.f, &r),
                 Err(e) => failed_record(&q.id, &q.function_id, &e.to_string()),
             },
             Err(e) => failed_record(&q.id, &q.function_id, &e.to_string()),
@@ -441,12 +644,13 @@ impl App {
     /// Runs the handler once in a VM of the function's pool.
     async fn execute(
         &self,
-        f: &FunctionRecord,
+        target: &Target,
         event: String,
         invocation_id: String,
     ) -> ApiResult<InvokeResult> {
+        let (f, key) = (&target.f, target.key.as_str());
         let started = Instant::now();
-        let (instance, cold_start) = self.pools().acquire(self, f).await?;
+        let (instance, cold_start) = self.pools().acquire(self, key, f).await?;
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
         let mut env = env_of(f);
         env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
@@ -468,12 +672,12 @@ impl App {
             Ok(out) => out,
             Err(e) => {
                 // The VM or its agent failed us: never hand that VM out again.
-                self.pools().release(self, f, instance, false);
+                self.pools().release(self, key, f, instance, false);
                 return Err(e);
             }
         };
         let healthy = !out.timed_out;
-        self.pools().release(self, f, instance, healthy);
+        self.pools().release(self, key, f, instance, healthy);
         let (output, error) = if out.timed_out {
             (
                 serde_json::Value::Null,
@@ -534,6 +738,7 @@ impl App {
             duration_ms,
             cold_start,
             logs,
+            version: target.version,
         })
     }
 }
@@ -564,6 +769,7 @@ fn record_of(f: &FunctionRecord, r: &InvokeResult) -> InvocationRecord {
         duration_ms: r.duration_ms,
         cold_start: r.cold_start,
         created_at_ms: now_ms(),
+        version: r.version,
     }
 }
 
@@ -583,5 +789,6 @@ fn failed_record(id: &str, function_id: &str, message: &str) -> InvocationRecord
         duration_ms: 0,
         cold_start: false,
         created_at_ms: now_ms(),
+        version: None,
     }
 }

@@ -53,6 +53,8 @@ struct State {
 struct Pool {
     state: Mutex<State>,
     changed: tokio::sync::Notify,
+    /// What the pool's VMs run: the function, or one of its published versions.
+    spec: Mutex<Option<FunctionRecord>>,
 }
 
 #[derive(Default)]
@@ -70,16 +72,25 @@ fn current(i: &Instance, f: &FunctionRecord) -> bool {
 }
 
 impl Pools {
-    fn pool(&self, function_id: &str) -> Arc<Pool> {
-        lock(&self.by_function)
-            .entry(function_id.to_string())
+    /// The pool for `key` (a function's id, or `id@vN` for a published version), running
+    /// `f` from now on.
+    fn pool(&self, key: &str, f: &FunctionRecord) -> Arc<Pool> {
+        let pool = lock(&self.by_function)
+            .entry(key.to_string())
             .or_default()
-            .clone()
+            .clone();
+        *lock(&pool.spec) = Some(f.clone());
+        pool
     }
 
     /// A VM for one invocation, and whether it was booted for it.
-    pub async fn acquire(&self, app: &App, f: &FunctionRecord) -> ApiResult<(Instance, bool)> {
-        let pool = self.pool(&f.id);
+    pub async fn acquire(
+        &self,
+        app: &App,
+        key: &str,
+        f: &FunctionRecord,
+    ) -> ApiResult<(Instance, bool)> {
+        let pool = self.pool(key, f);
         let queue_limit = (f.max_instances * 8).min(256);
         // Long enough for a VM to boot and a call to finish before ours.
         let wait = Duration::from_secs(f.timeout_s + QUEUE_GRACE_S);
@@ -149,9 +160,16 @@ impl Pools {
     }
 
     /// Gives a VM back after a call; `healthy: false` retires it.
-    pub fn release(&self, app: &App, f: &FunctionRecord, mut i: Instance, healthy: bool) {
+    pub fn release(
+        &self,
+        app: &App,
+        key: &str,
+        f: &FunctionRecord,
+        mut i: Instance,
+        healthy: bool,
+    ) {
         // A pool that is gone (the function was deleted) takes nothing back.
-        let Some(pool) = lock(&self.by_function).get(&f.id).cloned() else {
+        let Some(pool) = lock(&self.by_function).get(key).cloned() else {
             retire(app, i.vm_id);
             return;
         };
@@ -168,7 +186,7 @@ impl Pools {
 
     /// After a function changed: idle VMs that no longer fit it retire now.
     pub fn refresh(&self, app: &App, f: &FunctionRecord) {
-        let pool = self.pool(&f.id);
+        let pool = self.pool(&f.id, f);
         let mut st = lock(&pool.state);
         let (keep, stale): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|i| current(i, f));
         st.idle = keep;
@@ -178,34 +196,46 @@ impl Pools {
         pool.changed.notify_waiters();
     }
 
-    /// After a function was deleted: all its VMs retire (busy ones when their call ends).
-    pub fn remove(&self, app: &App, function_id: &str) {
-        let Some(pool) = lock(&self.by_function).remove(function_id) else {
-            return;
-        };
-        let mut st = lock(&pool.state);
-        st.gone = true;
-        for i in st.idle.drain(..) {
-            retire(app, i.vm_id);
-        }
-        pool.changed.notify_waiters();
+    /// The pools of a function: its latest and each published version's.
+    fn of_function(&self, function_id: &str) -> Vec<(String, Arc<Pool>)> {
+        let versions = format!("{function_id}@");
+        lock(&self.by_function)
+            .iter()
+            .filter(|(k, _)| *k == function_id || k.starts_with(&versions))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
     }
 
-    /// (idle, busy, starting) VMs of a function.
-    pub fn counts(&self, function_id: &str) -> (u32, u32, u32) {
-        match lock(&self.by_function).get(function_id) {
-            Some(p) => {
-                let st = lock(&p.state);
-                (st.idle.len() as u32, st.busy, st.starting)
+    /// After a function was deleted: all its VMs retire (busy ones when their call ends).
+    pub fn remove(&self, app: &App, function_id: &str) {
+        for (key, pool) in self.of_function(function_id) {
+            lock(&self.by_function).remove(&key);
+            let mut st = lock(&pool.state);
+            st.gone = true;
+            for i in st.idle.drain(..) {
+                retire(app, i.vm_id);
             }
-            None => (0, 0, 0),
+            pool.changed.notify_waiters();
         }
+    }
+
+    /// (idle, busy, starting) VMs of a function, all its versions together.
+    pub fn counts(&self, function_id: &str) -> (u32, u32, u32) {
+        self.of_function(function_id)
+            .iter()
+            .fold((0, 0, 0), |(i, b, s), (_, p)| {
+                let st = lock(&p.state);
+                (i + st.idle.len() as u32, b + st.busy, s + st.starting)
+            })
     }
 
     /// Housekeeping for one function: idle VMs past their TTL retire (down to `min_warm`),
     /// and a VM boots when the pool is below `min_warm`.
-    pub fn tick(&self, app: &App, f: &FunctionRecord) {
-        let pool = self.pool(&f.id);
+    fn tick(&self, app: &App, pool: Arc<Pool>) {
+        let Some(f) = lock(&pool.spec).clone() else {
+            return;
+        };
+        let f = &f;
         let mut st = lock(&pool.state);
         let ttl = Duration::from_secs(f.idle_ttl_s);
         st.idle.sort_by_key(|i| std::cmp::Reverse(i.last_used));
@@ -346,12 +376,17 @@ impl App {
                 }
             };
             for f in &page.items {
-                self.pools().tick(self, f);
+                // The latest's pool follows the function's record (min_warm, TTL, code).
+                self.pools().pool(&f.id, f);
             }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
+        }
+        let pools: Vec<Arc<Pool>> = lock(&self.pools().by_function).values().cloned().collect();
+        for pool in pools {
+            self.pools().tick(self, pool);
         }
         if first {
             let tracked = self.pools().tracked();

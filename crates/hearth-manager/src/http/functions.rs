@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hearth_types::api::{ListQuery, Page};
 use hearth_types::function::{
-    CreateFunction, CreateSchedule, Function, FunctionMetrics, Invocation, InvokeQuery,
-    InvokeResult, LogsQuery, RuntimeInfo, Schedule, UpdateFunction,
+    Alias, CreateFunction, CreateSchedule, Function, FunctionMetrics, FunctionVersion, Invocation,
+    InvokeQuery, InvokeResult, LogsQuery, RuntimeInfo, Schedule, SetAlias, UpdateFunction,
 };
 use hearth_types::ErrorBody;
 
@@ -82,6 +82,7 @@ pub async fn delete_function(
 }
 
 /// Invoke a function with the request body (JSON) as its event; `?async=true` queues it.
+/// `{name}` may be `NAME:VERSION` or `NAME:ALIAS`.
 #[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "functions", params(("name" = String, Path, description = "Function name or id"), InvokeQuery),
     request_body(content = Object, description = "The event (any JSON)"),
     responses((status = 200, description = "The call ran; `error` is set when the handler failed", body = InvokeResult),
@@ -169,4 +170,63 @@ pub async fn get_invocation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Invocation>> {
     Ok(Json(app.invocation(&id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/versions", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, body = Page<FunctionVersion>), (status = 404, body = ErrorBody)))]
+pub async fn list_versions(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Page<FunctionVersion>>> {
+    Ok(Json(Page {
+        items: app.list_versions(&name).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Publish the function as it is now as an immutable version (invoke it as `NAME:N`).
+#[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 201, body = FunctionVersion), (status = 404, body = ErrorBody)))]
+pub async fn publish_version(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<FunctionVersion>)> {
+    Ok((StatusCode::CREATED, Json(app.publish_version(&name).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/functions/{name}/aliases", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, body = Page<Alias>), (status = 404, body = ErrorBody)))]
+pub async fn list_aliases(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Page<Alias>>> {
+    Ok(Json(Page {
+        items: app.list_aliases(&name).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Point an alias (invoke it as `NAME:ALIAS`) at a version, optionally sending a share of
+/// calls to others.
+#[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", tag = "functions",
+    params(("name" = String, Path, description = "Function name or id"), ("alias" = String, Path, description = "Alias name")),
+    request_body = SetAlias,
+    responses((status = 200, body = Alias), (status = 400, body = ErrorBody), (status = 404, description = "no such function or version", body = ErrorBody)))]
+pub async fn set_alias(
+    State(app): State<App>,
+    Path((name, alias)): Path<(String, String)>,
+    Json(req): Json<SetAlias>,
+) -> ApiResult<Json<Alias>> {
+    Ok(Json(app.set_alias(&name, &alias, req).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/functions/{name}/aliases/{alias}", tag = "functions",
+    params(("name" = String, Path, description = "Function name or id"), ("alias" = String, Path, description = "Alias name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_alias(
+    State(app): State<App>,
+    Path((name, alias)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    app.delete_alias(&name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

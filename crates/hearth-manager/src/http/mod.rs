@@ -123,6 +123,12 @@ fn function_routes() -> OpenApiRouter<App> {
             functions::create_schedule
         ))
         .routes(routes!(functions::delete_schedule))
+        .routes(routes!(
+            functions::list_versions,
+            functions::publish_version
+        ))
+        .routes(routes!(functions::list_aliases))
+        .routes(routes!(functions::set_alias, functions::delete_alias))
         .layer(DefaultBodyLimit::max(
             crate::app::functions::MAX_CODE_BYTES * 4 / 3 + (64 << 10),
         ))

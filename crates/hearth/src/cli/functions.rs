@@ -9,7 +9,8 @@ use base64::Engine;
 use clap::Subcommand;
 use hearth_types::api::Page;
 use hearth_types::function::{
-    Function, FunctionMetrics, Invocation, InvokeResult, RuntimeInfo, Schedule,
+    Alias, Function, FunctionMetrics, FunctionVersion, Invocation, InvokeResult, RuntimeInfo,
+    Schedule,
 };
 use serde_json::json;
 
@@ -72,6 +73,17 @@ pub enum FnCmd {
     /// Run a function on a schedule
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// Publish the function as it is now as an immutable version (invoke it as NAME:N)
+    Publish {
+        name: String,
+    },
+    /// Its published versions
+    Versions {
+        name: String,
+    },
+    /// Aliases (invoke as NAME:ALIAS) that route to versions
+    #[command(subcommand)]
+    Alias(AliasCmd),
     /// Its newest invocations and what they logged
     Logs {
         name: String,
@@ -99,6 +111,26 @@ pub enum ScheduleCmd {
     Delete {
         name: String,
         id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCmd {
+    /// Point ALIAS at a version; --weight V=PERCENT sends a share to another version
+    Set {
+        name: String,
+        alias: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(long = "weight")]
+        weights: Vec<String>,
+    },
+    List {
+        name: String,
+    },
+    Delete {
+        name: String,
+        alias: String,
     },
 }
 
@@ -285,6 +317,42 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
             }
         }
         FnCmd::Schedule(cmd) => schedule(&client, cmd, json_out).await?,
+        FnCmd::Publish { name } => {
+            let v: FunctionVersion = client
+                .post(&format!("/v1/functions/{}/versions", seg(&name)), json!({}))
+                .await?;
+            if json_out {
+                output::json(&v)?;
+            } else {
+                println!(
+                    "Published {name} version {} (code sha256 {}).",
+                    v.version,
+                    &v.code_sha256[..12.min(v.code_sha256.len())]
+                );
+            }
+        }
+        FnCmd::Versions { name } => {
+            let page: Page<FunctionVersion> = client
+                .get(&format!("/v1/functions/{}/versions", seg(&name)))
+                .await?;
+            if json_out {
+                output::json(&page)?;
+            } else {
+                table(
+                    &["version", "code", "memory", "timeout", "published"],
+                    page.items.iter().map(|v| {
+                        vec![
+                            v.version.to_string(),
+                            v.code_sha256.chars().take(12).collect(),
+                            format!("{} MiB", v.memory_mib),
+                            format!("{} s", v.timeout_s),
+                            when(&v.created_at),
+                        ]
+                    }),
+                );
+            }
+        }
+        FnCmd::Alias(cmd) => alias(&client, cmd, json_out).await?,
         FnCmd::Invoke { name, data, .. } => {
             let event: serde_json::Value =
                 serde_json::from_str(&data).context("--data must be JSON, e.g. '{\"x\": 1}'")?;
@@ -365,6 +433,74 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn alias(client: &Client, cmd: AliasCmd, json_out: bool) -> anyhow::Result<()> {
+    let show_routes = |a: &Alias| {
+        a.routes
+            .iter()
+            .map(|(v, w)| format!("v{v} {w}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match cmd {
+        AliasCmd::Set {
+            name,
+            alias,
+            version,
+            weights,
+        } => {
+            let mut w = serde_json::Map::new();
+            for kv in weights {
+                let (v, p) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--weight {kv:?}: use VERSION=PERCENT, e.g. 3=10"))?;
+                let p: u32 = p
+                    .parse()
+                    .with_context(|| format!("--weight {kv:?}: the percent is not a number"))?;
+                w.insert(v.to_string(), p.into());
+            }
+            let a: Alias = client
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/functions/{}/aliases/{}", seg(&name), seg(&alias)),
+                    Some(&json!({"version": version, "weights": w})),
+                )
+                .await?;
+            if json_out {
+                output::json(&a)?;
+            } else {
+                println!("{name}:{} → {}", a.name, show_routes(&a));
+            }
+        }
+        AliasCmd::List { name } => {
+            let page: Page<Alias> = client
+                .get(&format!("/v1/functions/{}/aliases", seg(&name)))
+                .await?;
+            if json_out {
+                return output::json(&page);
+            }
+            table(
+                &["alias", "routes", "updated"],
+                page.items
+                    .iter()
+                    .map(|a| vec![a.name.clone(), show_routes(a), when(&a.updated_at)]),
+            );
+        }
+        AliasCmd::Delete { name, alias } => {
+            client
+                .delete(&format!(
+                    "/v1/functions/{}/aliases/{}",
+                    seg(&name),
+                    seg(&alias)
+                ))
+                .await?;
+            if !json_out {
+                println!("Deleted alias {alias}.");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn schedule(client: &Client, cmd: ScheduleCmd, json_out: bool) -> anyhow::Result<()> {
