@@ -30,6 +30,9 @@ pub struct ManagerConfig {
     pub cpu_overcommit: f64,
     /// How much memory may be promised per MiB a host has.
     pub memory_overcommit: f64,
+    /// The key that encrypts secrets (32 bytes, base64). Managers sharing a database must
+    /// share it; when unset, one is generated in `<data_dir>/secrets.key` (0600).
+    pub secrets_key: Option<SecretString>,
 }
 
 /// The defaults, as the first configuration layer.
@@ -135,6 +138,7 @@ impl ManagerConfig {
             max_body_bytes: d.max_body_bytes,
             cpu_overcommit: d.cpu_overcommit,
             memory_overcommit: d.memory_overcommit,
+            secrets_key: None,
         }
     }
 

@@ -22,7 +22,7 @@ case "$ev" in
   *sleep*) sleep 30;;
   *slow*) sleep 1;;
 esac
-printf '{"got":%s,"fn":"%s","greeting":"%s","v":1}\n' "$ev" "$HEARTH_FUNCTION" "$GREETING"
+printf '{"got":%s,"fn":"%s","greeting":"%s","token":"%s","v":1}\n' "$ev" "$HEARTH_FUNCTION" "$GREETING" "$TOKEN"
 "#;
 
 async fn invoke(t: &TestApp, name: &str, event: Value) -> Value {
@@ -78,11 +78,26 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
         .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
 
+    let put = |name: &str, value: &str| {
+        let t = &t;
+        let path = format!("/v1/secrets/{name}");
+        let body = json!({ "value": value });
+        async move {
+            t.call(Method::PUT, &path, Some(&t.admin_token), Some(body))
+                .await
+        }
+    };
+    let (s, sec) = put("api-token", "s3cr3t").await;
+    assert_eq!(s, StatusCode::OK, "{sec}");
+    assert!(sec.get("value").is_none());
+    let (s, b) = put("Bad Name", "x").await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
     let (s, f) = t
         .post(
             "/v1/functions",
             json!({"name": "echo", "runtime": "native", "code": HANDLER, "timeout_s": 2,
-                   "max_instances": 2, "idle_ttl_s": 3, "env": {"GREETING": "hi"}}),
+                   "max_instances": 2, "idle_ttl_s": 3, "env": {"GREETING": "hi"},
+                   "secrets": {"TOKEN": "api-token"}}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{f}");
@@ -100,7 +115,7 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     assert_eq!(r["error"], Value::Null, "{r}");
     assert_eq!(
         r["output"],
-        json!({"got": {"x": 1}, "fn": "echo", "greeting": "hi", "v": 1})
+        json!({"got": {"x": 1}, "fn": "echo", "greeting": "hi", "token": "s3cr3t", "v": 1})
     );
     assert_eq!(r["cold_start"], true);
     let id = r["invocation_id"].as_str().unwrap().to_string();
@@ -384,6 +399,54 @@ on_both_databases!(functions_are_stored_and_validated, |db| async move {
     assert_eq!(f["env"]["A"], "b");
     let (_, list) = t.get("/v1/functions").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // Secrets: stored encrypted, never shown, and a missing one is a clear 409.
+    let (s, sec) = t
+        .call(
+            Method::PUT,
+            "/v1/secrets/db-pass",
+            Some(&t.admin_token),
+            Some(json!({"value": "hunter2-hunter2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sec}");
+    let stored = t.app.store().secret("db-pass").await.unwrap();
+    assert!(!stored.ciphertext.contains("hunter2"));
+    assert!(!String::from_utf8_lossy(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            &stored.ciphertext
+        )
+        .unwrap()
+    )
+    .contains("hunter2"));
+    let (_, list) = t.get("/v1/secrets").await;
+    assert_eq!(list["items"][0]["name"], "db-pass");
+    assert!(!list.to_string().contains("hunter2"));
+    let (s, f) = t
+        .call(
+            Method::PATCH,
+            "/v1/functions/f1",
+            Some(&t.admin_token),
+            Some(json!({"secrets": {"DB": "no-such-secret"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["secrets"]["DB"], "no-such-secret");
+    let (s, b) = t.post("/v1/functions/f1/invoke", json!({})).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-secret"),
+        "{b}"
+    );
+    assert_eq!(
+        t.delete("/v1/secrets/db-pass").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(t.delete("/v1/secrets/db-pass").await, StatusCode::NOT_FOUND);
     let (_, m) = t.get("/v1/functions/f1/metrics").await;
     assert_eq!(m["invocations"], 0);
 

@@ -25,6 +25,8 @@ pub struct FunctionRecord {
     pub code: String,
     pub code_sha256: String,
     pub code_size: u64,
+    /// JSON: env variable → secret name.
+    pub secrets: String,
     pub invocations_total: u64,
     pub errors_total: u64,
     pub cold_starts_total: u64,
@@ -51,7 +53,7 @@ pub struct InvocationRecord {
 
 const COLS: &str = "id, name, runtime, handler, mode, memory_mib, timeout_s, env, min_warm, \
                     max_instances, idle_ttl_s, code, code_sha256, code_size, invocations_total, \
-                    errors_total, cold_starts_total, created_at, updated_at";
+                    errors_total, cold_starts_total, created_at, updated_at, secrets";
 
 fn function(row: &AnyRow) -> Result<FunctionRecord> {
     let u = |name: &str| -> Result<u64> { Ok(col::<i64>(row, name)? as u64) };
@@ -70,6 +72,7 @@ fn function(row: &AnyRow) -> Result<FunctionRecord> {
         code: col(row, "code")?,
         code_sha256: col(row, "code_sha256")?,
         code_size: u("code_size")?,
+        secrets: col(row, "secrets")?,
         invocations_total: u("invocations_total")?,
         errors_total: u("errors_total")?,
         cold_starts_total: u("cold_starts_total")?,
@@ -97,7 +100,7 @@ impl Store {
     pub async fn insert_function(&self, f: &FunctionRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO functions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, 0, 0, 0, $15, $15)"
+             $11, $12, $13, $14, 0, 0, 0, $15, $15, $16)"
         ))
         .bind(&f.id)
         .bind(&f.name)
@@ -114,6 +117,7 @@ impl Store {
         .bind(&f.code_sha256)
         .bind(f.code_size as i64)
         .bind(f.created_at_ms)
+        .bind(&f.secrets)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -161,7 +165,7 @@ impl Store {
         let res = sqlx::query(
             "UPDATE functions SET handler = $2, mode = $3, memory_mib = $4, timeout_s = $5, \
              env = $6, min_warm = $7, max_instances = $8, idle_ttl_s = $9, code = $10, \
-             code_sha256 = $11, code_size = $12, updated_at = $13 WHERE id = $1",
+             code_sha256 = $11, code_size = $12, updated_at = $13, secrets = $14 WHERE id = $1",
         )
         .bind(&f.id)
         .bind(&f.handler)
@@ -176,6 +180,7 @@ impl Store {
         .bind(&f.code_sha256)
         .bind(f.code_size as i64)
         .bind(now_ms())
+        .bind(&f.secrets)
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {

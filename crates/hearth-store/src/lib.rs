@@ -13,6 +13,7 @@ mod auth;
 mod events;
 mod functions;
 mod hosts;
+mod secrets;
 mod vms;
 
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub use functions::{
     KEEP_INVOCATIONS,
 };
 pub use hosts::{HostRecord, NewHost};
+pub use secrets::SecretRecord;
 pub use vms::{Observed, VmRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,8 @@ pub struct Function {
     pub memory_mib: u64,
     pub timeout_s: u64,
     pub env: BTreeMap<String, String>,
+    /// Env variables set from secrets (variable → secret name).
+    pub secrets: BTreeMap<String, String>,
     /// VMs kept warm even when idle.
     pub min_warm: u32,
     /// At most this many VMs (and so concurrent invocations).
@@ -75,6 +77,9 @@ pub struct CreateFunction {
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Env variables whose values come from secrets: `{"DB_PASSWORD": "db-password"}`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
     /// 0–16 (default 0).
     #[serde(default)]
     pub min_warm: Option<u32>,
@@ -97,6 +102,7 @@ pub struct UpdateFunction {
     pub memory_mib: Option<u64>,
     pub timeout_s: Option<u64>,
     pub env: Option<BTreeMap<String, String>>,
+    pub secrets: Option<BTreeMap<String, String>>,
     pub min_warm: Option<u32>,
     pub max_instances: Option<u32>,
     pub idle_ttl_s: Option<u64>,
@@ -242,4 +248,20 @@ pub struct SetAlias {
     /// Other versions and their share in percent, e.g. `{"3": 10}`.
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
+}
+
+/// A secret (its value is never shown).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `PUT /v1/secrets/{name}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    /// At most 64 KiB.
+    pub value: String,
 }

@@ -488,6 +488,16 @@ fn cli_runs_a_vm_from_create_to_delete() {
     )
     .unwrap();
     assert!(env.ok(&["runtime", "list"]).contains("native"));
+    assert!(env
+        .with_stdin(&["secret", "set", "tok", "--value-stdin"], "abc\n")
+        .status
+        .success());
+    let secrets = env.ok(&["secret", "list"]);
+    assert!(
+        secrets.contains("tok") && !secrets.contains("abc"),
+        "{secrets}"
+    );
+    env.ok(&["secret", "delete", "tok"]);
     let f = env.json(&[
         "fn",
         "deploy",

@@ -113,9 +113,14 @@ pub(crate) fn env_of(f: &FunctionRecord) -> BTreeMap<String, String> {
     serde_json::from_str(&f.env).unwrap_or_default()
 }
 
+fn secrets_of(f: &FunctionRecord) -> BTreeMap<String, String> {
+    serde_json::from_str(&f.secrets).unwrap_or_default()
+}
+
 fn view(f: FunctionRecord) -> Function {
     Function {
         env: env_of(&f),
+        secrets: secrets_of(&f),
         mode: mode_of(&f.mode),
         id: f.id,
         name: f.name,
@@ -217,6 +222,16 @@ fn check(f: &FunctionRecord) -> ApiResult<()> {
             "env: at most 128 variables, names 1–128 characters without '=', values up to 4096"
                 .into(),
         );
+    }
+    let secrets = secrets_of(f);
+    if secrets.len() > 64 {
+        return bad("secrets: at most 64".into());
+    }
+    for (var, name) in &secrets {
+        if var.is_empty() || var.len() > 128 || var.contains('=') {
+            return bad(format!("secrets: {var:?} is not an env variable name"));
+        }
+        super::secrets::check_secret_name(name)?;
     }
     if f.mode == "persistent" {
         return bad("persistent mode is not supported by the native runtime; use process".into());
@@ -463,6 +478,7 @@ impl App {
             memory_mib: req.memory_mib.unwrap_or(128),
             timeout_s: req.timeout_s.unwrap_or(30),
             env: serde_json::to_string(&req.env).unwrap_or_else(|_| "{}".into()),
+            secrets: serde_json::to_string(&req.secrets).unwrap_or_else(|_| "{}".into()),
             min_warm: req.min_warm.unwrap_or(0),
             max_instances: req.max_instances.unwrap_or(4),
             idle_ttl_s: req.idle_ttl_s.unwrap_or(60),
@@ -511,6 +527,9 @@ impl App {
         f.timeout_s = req.timeout_s.unwrap_or(f.timeout_s);
         if let Some(env) = req.env {
             f.env = serde_json::to_string(&env).unwrap_or_else(|_| "{}".into());
+        }
+        if let Some(secrets) = req.secrets {
+            f.secrets = serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".into());
         }
         f.min_warm = req.min_warm.unwrap_or(f.min_warm);
         f.max_instances = req.max_instances.unwrap_or(f.max_instances);
@@ -650,9 +669,11 @@ impl App {
     ) -> ApiResult<InvokeResult> {
         let (f, key) = (&target.f, target.key.as_str());
         let started = Instant::now();
+        let secret_env = self.secret_env(&secrets_of(f)).await?;
         let (instance, cold_start) = self.pools().acquire(self, key, f).await?;
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
         let mut env = env_of(f);
+        env.extend(secret_env);
         env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
         env.insert("HEARTH_FUNCTION".into(), f.name.clone());
         env.insert("HEARTH_DEADLINE_MS".into(), deadline.to_string());

@@ -8,6 +8,7 @@ pub mod functions;
 pub mod hosts;
 pub mod pool;
 pub mod schedules;
+pub mod secrets;
 pub mod throttle;
 pub mod vms;
 
@@ -40,6 +41,7 @@ struct Inner {
     /// VMs being started again after their agent lost them.
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
     pools: pool::Pools,
+    secrets_cipher: std::sync::OnceLock<Result<aes_gcm::Aes256Gcm, String>>,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
                 vm_changed: tokio::sync::Notify::new(),
                 restarting: Default::default(),
                 pools: Default::default(),
+                secrets_cipher: Default::default(),
             }),
         }
     }

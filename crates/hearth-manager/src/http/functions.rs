@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use hearth_types::api::{ListQuery, Page};
 use hearth_types::function::{
     Alias, CreateFunction, CreateSchedule, Function, FunctionMetrics, FunctionVersion, Invocation,
-    InvokeQuery, InvokeResult, LogsQuery, RuntimeInfo, Schedule, SetAlias, UpdateFunction,
+    InvokeQuery, InvokeResult, LogsQuery, PutSecret, RuntimeInfo, Schedule, Secret, SetAlias,
+    UpdateFunction,
 };
 use hearth_types::ErrorBody;
 
@@ -228,5 +229,37 @@ pub async fn delete_alias(
     Path((name, alias)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     app.delete_alias(&name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Secrets' names (values are never returned).
+#[utoipa::path(get, path = "/v1/secrets", tag = "functions",
+    responses((status = 200, body = Page<Secret>)))]
+pub async fn list_secrets(State(app): State<App>) -> ApiResult<Json<Page<Secret>>> {
+    Ok(Json(Page {
+        items: app.list_secrets().await?,
+        next_cursor: None,
+    }))
+}
+
+/// Create or replace a secret; functions refer to it from `secrets` in their definition.
+#[utoipa::path(put, path = "/v1/secrets/{name}", tag = "functions", params(("name" = String, Path, description = "Secret name")),
+    request_body = PutSecret,
+    responses((status = 200, body = Secret), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn put_secret(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Json(req): Json<PutSecret>,
+) -> ApiResult<Json<Secret>> {
+    Ok(Json(app.put_secret(&name, req).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/secrets/{name}", tag = "functions", params(("name" = String, Path, description = "Secret name")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_secret(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.delete_secret(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

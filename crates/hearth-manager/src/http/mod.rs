@@ -129,6 +129,8 @@ fn function_routes() -> OpenApiRouter<App> {
         ))
         .routes(routes!(functions::list_aliases))
         .routes(routes!(functions::set_alias, functions::delete_alias))
+        .routes(routes!(functions::list_secrets))
+        .routes(routes!(functions::put_secret, functions::delete_secret))
         .layer(DefaultBodyLimit::max(
             crate::app::functions::MAX_CODE_BYTES * 4 / 3 + (64 << 10),
         ))

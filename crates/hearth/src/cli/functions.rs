@@ -10,7 +10,7 @@ use clap::Subcommand;
 use hearth_types::api::Page;
 use hearth_types::function::{
     Alias, Function, FunctionMetrics, FunctionVersion, Invocation, InvokeResult, RuntimeInfo,
-    Schedule,
+    Schedule, Secret,
 };
 use serde_json::json;
 
@@ -41,6 +41,9 @@ pub enum FnCmd {
         /// K=V (repeatable)
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        /// K=SECRET: env variable K takes the value of a secret (repeatable)
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
         #[arg(long)]
         min_warm: Option<u32>,
         #[arg(long)]
@@ -135,6 +138,62 @@ pub enum AliasCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Create or replace a secret (the value is prompted for, or read from stdin)
+    Set {
+        name: String,
+        #[arg(long)]
+        value_stdin: bool,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn secret(client: Client, cmd: SecretCmd, json_out: bool) -> anyhow::Result<()> {
+    match cmd {
+        SecretCmd::Set { name, value_stdin } => {
+            let value =
+                super::client::read_secret(&format!("Value of secret {name}: "), value_stdin)?;
+            let s: Secret = client
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/secrets/{}", seg(&name)),
+                    Some(&json!({ "value": value })),
+                )
+                .await?;
+            if json_out {
+                output::json(&s)?;
+            } else {
+                println!("Secret {} set.", s.name);
+            }
+        }
+        SecretCmd::List => {
+            let page: Page<Secret> = client.get("/v1/secrets").await?;
+            if json_out {
+                return output::json(&page);
+            }
+            table(
+                &["name", "created", "updated"],
+                page.items
+                    .iter()
+                    .map(|s| vec![s.name.clone(), when(&s.created_at), when(&s.updated_at)]),
+            );
+        }
+        SecretCmd::Delete { name } => {
+            client
+                .delete(&format!("/v1/secrets/{}", seg(&name)))
+                .await?;
+            if !json_out {
+                println!("Deleted secret {name}.");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RuntimeCmd {
     List,
 }
@@ -182,6 +241,7 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
             memory,
             timeout,
             env,
+            secrets,
             min_warm,
             max_instances,
             idle_ttl,
@@ -209,6 +269,16 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
                     map.insert(k.into(), v.into());
                 }
                 body["env"] = map.into();
+            }
+            if !secrets.is_empty() {
+                let mut map = serde_json::Map::new();
+                for kv in secrets {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("--secret {kv:?}: use VAR=SECRET_NAME"))?;
+                    map.insert(k.into(), v.into());
+                }
+                body["secrets"] = map.into();
             }
             // Leave out what was not given, so an update changes only that.
             if let Some(o) = body.as_object_mut() {

@@ -74,6 +74,9 @@ enum Command {
     /// Function runtimes
     #[command(subcommand)]
     Runtime(functions::RuntimeCmd),
+    /// Secrets that functions read from their environment
+    #[command(subcommand)]
+    Secret(functions::SecretCmd),
     /// Images VMs boot from
     #[command(subcommand)]
     Image(vm::ImageCmd),
@@ -226,6 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Fn(cmd) => return functions::function(Client::new(cli.url)?, cmd, json_out).await,
         Command::Runtime(cmd) => functions::runtime(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Secret(cmd) => functions::secret(Client::new(cli.url)?, cmd, json_out).await?,
         Command::User(cmd) => user(Client::new(cli.url)?, cmd, json_out).await?,
         Command::ApiKey(cmd) => api_key(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Events { limit } => {
