@@ -15,6 +15,7 @@ use hearth_types::function::{
 use serde_json::json;
 
 use super::client::{seg, ApiFailure, Client};
+use super::key_values;
 use super::output::{self, fields, table, when};
 
 #[derive(Subcommand, Debug)]
@@ -261,24 +262,10 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
                 }
             }
             if !env.is_empty() {
-                let mut map = serde_json::Map::new();
-                for kv in env {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
-                    map.insert(k.into(), v.into());
-                }
-                body["env"] = map.into();
+                body["env"] = key_values(&env, "--env", "KEY=VALUE")?.into();
             }
             if !secrets.is_empty() {
-                let mut map = serde_json::Map::new();
-                for kv in secrets {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .with_context(|| format!("--secret {kv:?}: use VAR=SECRET_NAME"))?;
-                    map.insert(k.into(), v.into());
-                }
-                body["secrets"] = map.into();
+                body["secrets"] = key_values(&secrets, "--secret", "VAR=SECRET_NAME")?.into();
             }
             // Leave out what was not given, so an update changes only that.
             if let Some(o) = body.as_object_mut() {

@@ -156,6 +156,22 @@ enum ApiKeyCmd {
     },
 }
 
+/// `K=V` arguments of a repeatable flag as a JSON object.
+fn key_values(
+    items: &[String],
+    flag: &str,
+    form: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    for kv in items {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{flag} {kv:?}: use {form}"))?;
+        map.insert(k.to_string(), v.into());
+    }
+    Ok(map)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json_out = cli.json;
     match cli.command {

@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 use futures_util::{SinkExt, StreamExt};
 use hearth_types::api::Page;
@@ -269,13 +268,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             timeout,
             command,
         } => {
-            let mut envs = serde_json::Map::new();
-            for kv in env {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--env {kv:?}: use KEY=VALUE"))?;
-                envs.insert(k.to_string(), v.into());
-            }
+            let envs = super::key_values(&env, "--env", "KEY=VALUE")?;
             let input = if stdin {
                 let mut s = String::new();
                 tokio::io::stdin().read_to_string(&mut s).await?;
