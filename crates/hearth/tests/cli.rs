@@ -536,6 +536,39 @@ fn cli_runs_a_vm_from_create_to_delete() {
     ]);
     assert_eq!(f["memory_mib"], 96);
     assert!(env.ok(&["fn", "logs", "hello"]).contains("saw"));
+    // `fn logs --follow` prints an invocation that finishes after it started.
+    let mut follow = Proc(
+        env.cmd(&["fn", "logs", "hello", "--follow", "--limit", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = follow.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    env.ok(&["fn", "invoke", "hello", "--data", r#""followed""#]);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("saw \"followed\"") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.push_str(&chunk),
+            Err(_) => panic!("fn logs --follow did not print the new invocation: {seen:?}"),
+        }
+    }
+    drop(follow);
     let id = env.ok(&["fn", "invoke", "hello", "--async", "--data", "7"]);
     let id = id.trim().to_string();
     wait_for("the async invocation", Duration::from_secs(60), || {
@@ -564,7 +597,7 @@ fn cli_runs_a_vm_from_create_to_delete() {
         .run(&["fn", "schedule", "add", "hello", "@sometimes"])
         .status
         .success());
-    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 4);
+    assert_eq!(env.json(&["fn", "metrics", "hello"])["invocations"], 5);
     env.ok(&["fn", "delete", "hello"]);
     assert!(!env.run(&["fn", "get", "hello"]).status.success());
 }

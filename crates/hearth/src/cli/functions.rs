@@ -93,6 +93,9 @@ pub enum FnCmd {
         name: String,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Keep printing invocations as they finish, until interrupted
+        #[arg(long, short)]
+        follow: bool,
     },
     Metrics {
         name: String,
@@ -437,27 +440,34 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
                 return Ok(ExitCode::FAILURE);
             }
         }
-        FnCmd::Logs { name, limit } => {
-            let page: Page<Invocation> = client
-                .get(&format!("/v1/functions/{}/logs?limit={limit}", seg(&name)))
-                .await?;
-            if json_out {
-                output::json(&page)?;
-            } else {
-                for i in page.items.iter().rev() {
-                    println!(
-                        "--- {} {} {} ms{} {}",
-                        when(&i.at),
-                        i.status,
-                        i.duration_ms,
-                        if i.cold_start { " cold" } else { "" },
-                        i.id
-                    );
-                    print!("{}", i.logs);
-                    if let Some(e) = &i.error {
-                        println!("error: {}", e.message);
+        FnCmd::Logs {
+            name,
+            limit,
+            follow,
+        } => {
+            let path = format!("/v1/functions/{}/logs?limit={limit}", seg(&name));
+            let page: Page<Invocation> = client.get(&path).await?;
+            if json_out && !follow {
+                return output::json(&page).map(|()| ExitCode::SUCCESS);
+            }
+            // Finished invocations already printed, so following prints each once.
+            let mut seen = std::collections::HashSet::new();
+            let mut items = page.items;
+            loop {
+                for i in items.iter().rev() {
+                    if i.status == "queued" || i.status == "running" || !seen.insert(i.id.clone()) {
+                        continue;
                     }
+                    print_invocation(i, json_out)?;
                 }
+                if !follow {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                items = client.get::<Page<Invocation>>(&path).await?.items;
             }
         }
         FnCmd::Metrics { name } => {
@@ -490,6 +500,27 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_invocation(i: &Invocation, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        println!("{}", serde_json::to_string(i)?);
+        return Ok(());
+    }
+    println!(
+        "--- {} {} {} ms{} {}",
+        when(&i.at),
+        i.status,
+        i.duration_ms,
+        if i.cold_start { " cold" } else { "" },
+        i.id
+    );
+    print!("{}", i.logs);
+    if let Some(e) = &i.error {
+        println!("error: {}", e.message);
+    }
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 async fn alias(client: &Client, cmd: AliasCmd, json_out: bool) -> anyhow::Result<()> {
