@@ -33,6 +33,8 @@ pub struct ManagerConfig {
     /// The key that encrypts secrets (32 bytes, base64). Managers sharing a database must
     /// share it; when unset, one is generated in `<data_dir>/secrets.key` (0600).
     pub secrets_key: Option<SecretString>,
+    /// Function invocations per second one caller (user or API key) may make (0: no limit).
+    pub invoke_rate_limit_per_s: u32,
 }
 
 /// The defaults, as the first configuration layer.
@@ -46,6 +48,7 @@ struct Defaults {
     max_body_bytes: usize,
     cpu_overcommit: f64,
     memory_overcommit: f64,
+    invoke_rate_limit_per_s: u32,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
@@ -67,6 +70,7 @@ impl Default for Defaults {
             max_body_bytes: 1024 * 1024,
             cpu_overcommit: 4.0,
             memory_overcommit: 1.0,
+            invoke_rate_limit_per_s: 200,
         }
     }
 }
@@ -139,6 +143,7 @@ impl ManagerConfig {
             cpu_overcommit: d.cpu_overcommit,
             memory_overcommit: d.memory_overcommit,
             secrets_key: None,
+            invoke_rate_limit_per_s: d.invoke_rate_limit_per_s,
         }
     }
 

@@ -447,6 +447,30 @@ on_both_databases!(functions_are_stored_and_validated, |db| async move {
         StatusCode::NO_CONTENT
     );
     assert_eq!(t.delete("/v1/secrets/db-pass").await, StatusCode::NOT_FOUND);
+
+    // A function's rate limit: the second call within the second gets 429.
+    let (s, f) = t
+        .call(
+            Method::PATCH,
+            "/v1/functions/f1",
+            Some(&t.admin_token),
+            Some(json!({"secrets": {}, "rate_limit_per_s": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["rate_limit_per_s"], 1);
+    let (s, b) = t.post("/v1/functions/f1/invoke", json!({})).await;
+    assert_ne!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the first call is admitted: {b}"
+    );
+    let (s, b) = t.post("/v1/functions/f1/invoke", json!({})).await;
+    assert_error(s, &b, StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("limit"),
+        "{b}"
+    );
     let (_, m) = t.get("/v1/functions/f1/metrics").await;
     assert_eq!(m["invocations"], 0);
 

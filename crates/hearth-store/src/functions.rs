@@ -27,6 +27,8 @@ pub struct FunctionRecord {
     pub code_size: u64,
     /// JSON: env variable → secret name.
     pub secrets: String,
+    /// Invocations per second accepted (0: no limit).
+    pub rate_limit_per_s: u32,
     pub invocations_total: u64,
     pub errors_total: u64,
     pub cold_starts_total: u64,
@@ -53,7 +55,8 @@ pub struct InvocationRecord {
 
 const COLS: &str = "id, name, runtime, handler, mode, memory_mib, timeout_s, env, min_warm, \
                     max_instances, idle_ttl_s, code, code_sha256, code_size, invocations_total, \
-                    errors_total, cold_starts_total, created_at, updated_at, secrets";
+                    errors_total, cold_starts_total, created_at, updated_at, secrets, \
+                    rate_limit_per_s";
 
 fn function(row: &AnyRow) -> Result<FunctionRecord> {
     let u = |name: &str| -> Result<u64> { Ok(col::<i64>(row, name)? as u64) };
@@ -73,6 +76,7 @@ fn function(row: &AnyRow) -> Result<FunctionRecord> {
         code_sha256: col(row, "code_sha256")?,
         code_size: u("code_size")?,
         secrets: col(row, "secrets")?,
+        rate_limit_per_s: u("rate_limit_per_s")? as u32,
         invocations_total: u("invocations_total")?,
         errors_total: u("errors_total")?,
         cold_starts_total: u("cold_starts_total")?,
@@ -100,7 +104,7 @@ impl Store {
     pub async fn insert_function(&self, f: &FunctionRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO functions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, 0, 0, 0, $15, $15, $16)"
+             $11, $12, $13, $14, 0, 0, 0, $15, $15, $16, $17)"
         ))
         .bind(&f.id)
         .bind(&f.name)
@@ -118,6 +122,7 @@ impl Store {
         .bind(f.code_size as i64)
         .bind(f.created_at_ms)
         .bind(&f.secrets)
+        .bind(i64::from(f.rate_limit_per_s))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -165,7 +170,8 @@ impl Store {
         let res = sqlx::query(
             "UPDATE functions SET handler = $2, mode = $3, memory_mib = $4, timeout_s = $5, \
              env = $6, min_warm = $7, max_instances = $8, idle_ttl_s = $9, code = $10, \
-             code_sha256 = $11, code_size = $12, updated_at = $13, secrets = $14 WHERE id = $1",
+             code_sha256 = $11, code_size = $12, updated_at = $13, secrets = $14, \
+             rate_limit_per_s = $15 WHERE id = $1",
         )
         .bind(&f.id)
         .bind(&f.handler)
@@ -181,6 +187,7 @@ impl Store {
         .bind(f.code_size as i64)
         .bind(now_ms())
         .bind(&f.secrets)
+        .bind(i64::from(f.rate_limit_per_s))
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {

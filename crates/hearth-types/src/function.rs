@@ -43,6 +43,8 @@ pub struct Function {
     pub max_instances: u32,
     /// An idle VM beyond `min_warm` is retired after this long.
     pub idle_ttl_s: u64,
+    /// Invocations per second accepted; more get 429 (0: no limit).
+    pub rate_limit_per_s: u32,
     /// SHA-256 of the code: VMs running other code retire.
     pub code_sha256: String,
     pub code_size: u64,
@@ -89,6 +91,9 @@ pub struct CreateFunction {
     /// 1–86400 (default 60).
     #[serde(default)]
     pub idle_ttl_s: Option<u64>,
+    /// Invocations per second, 0–100000 (default 0: no limit).
+    #[serde(default)]
+    pub rate_limit_per_s: Option<u32>,
 }
 
 /// `PATCH /v1/functions/{name}`: what is given changes; new code retires old VMs.
@@ -106,6 +111,7 @@ pub struct UpdateFunction {
     pub min_warm: Option<u32>,
     pub max_instances: Option<u32>,
     pub idle_ttl_s: Option<u64>,
+    pub rate_limit_per_s: Option<u32>,
 }
 
 /// What a handler's failure looks like.

@@ -131,6 +131,7 @@ fn view(f: FunctionRecord) -> Function {
         min_warm: f.min_warm,
         max_instances: f.max_instances,
         idle_ttl_s: f.idle_ttl_s,
+        rate_limit_per_s: f.rate_limit_per_s,
         code_sha256: f.code_sha256,
         code_size: f.code_size,
         created_at: to_time(f.created_at_ms),
@@ -222,6 +223,12 @@ fn check(f: &FunctionRecord) -> ApiResult<()> {
             "env: at most 128 variables, names 1–128 characters without '=', values up to 4096"
                 .into(),
         );
+    }
+    if f.rate_limit_per_s > 100_000 {
+        return bad(format!(
+            "rate_limit_per_s must be 0–100000, got {}",
+            f.rate_limit_per_s
+        ));
     }
     let secrets = secrets_of(f);
     if secrets.len() > 64 {
@@ -479,6 +486,7 @@ impl App {
             timeout_s: req.timeout_s.unwrap_or(30),
             env: serde_json::to_string(&req.env).unwrap_or_else(|_| "{}".into()),
             secrets: serde_json::to_string(&req.secrets).unwrap_or_else(|_| "{}".into()),
+            rate_limit_per_s: req.rate_limit_per_s.unwrap_or(0),
             min_warm: req.min_warm.unwrap_or(0),
             max_instances: req.max_instances.unwrap_or(4),
             idle_ttl_s: req.idle_ttl_s.unwrap_or(60),
@@ -534,6 +542,7 @@ impl App {
         f.min_warm = req.min_warm.unwrap_or(f.min_warm);
         f.max_instances = req.max_instances.unwrap_or(f.max_instances);
         f.idle_ttl_s = req.idle_ttl_s.unwrap_or(f.idle_ttl_s);
+        f.rate_limit_per_s = req.rate_limit_per_s.unwrap_or(f.rate_limit_per_s);
         check(&f)?;
         self.store().update_function(&f).await?;
         // VMs with old code or an old size retire as soon as they are idle.
@@ -603,9 +612,10 @@ impl App {
     }
 
     /// Runs the function once with `event` (a JSON body) and records it.
-    pub async fn invoke(&self, name: &str, event: &[u8]) -> ApiResult<InvokeResult> {
+    pub async fn invoke(&self, caller: &str, name: &str, event: &[u8]) -> ApiResult<InvokeResult> {
         let event = parse_event(event)?;
         let target = self.resolve(name).await?;
+        self.admit(caller, &target.f)?;
         let r = self.execute(&target, event, new_id()).await?;
         let record = record_of(&target.f, &r);
         if let Err(e) = self.store().record_invocation(&record).await {
@@ -614,11 +624,47 @@ impl App {
         Ok(r)
     }
 
+    /// Applies the caller's and the function's rate limits.
+    fn admit(&self, caller: &str, f: &FunctionRecord) -> ApiResult<()> {
+        let limited = |what: String, wait: std::time::Duration| ApiError::TooManyRequests {
+            message: what,
+            retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+        };
+        let per_caller = self.config().invoke_rate_limit_per_s;
+        self.inner
+            .rate_limits
+            .take(&format!("caller:{caller}"), per_caller)
+            .map_err(|w| {
+                limited(
+                    format!("{caller} is over {per_caller} invocations a second"),
+                    w,
+                )
+            })?;
+        self.inner
+            .rate_limits
+            .take(&format!("function:{}", f.id), f.rate_limit_per_s)
+            .map_err(|w| {
+                limited(
+                    format!(
+                        "function {} is over its limit of {} invocations a second",
+                        f.name, f.rate_limit_per_s
+                    ),
+                    w,
+                )
+            })
+    }
+
     /// Queues an invocation and answers at once; `GET /v1/invocations/{id}` tells how it
     /// went.
-    pub async fn invoke_async(&self, name: &str, event: &[u8]) -> ApiResult<Invocation> {
+    pub async fn invoke_async(
+        &self,
+        caller: &str,
+        name: &str,
+        event: &[u8],
+    ) -> ApiResult<Invocation> {
         let event = parse_event(event)?;
         let target = self.resolve(name).await?;
+        self.admit(caller, &target.f)?;
         let id = new_id();
         self.store()
             .queue_invocation(&id, &target.f.id, &event, target.version)

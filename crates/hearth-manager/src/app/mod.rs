@@ -7,6 +7,7 @@ pub mod auth;
 pub mod functions;
 pub mod hosts;
 pub mod pool;
+pub mod ratelimit;
 pub mod schedules;
 pub mod secrets;
 pub mod throttle;
@@ -42,6 +43,7 @@ struct Inner {
     restarting: std::sync::Mutex<std::collections::HashSet<String>>,
     pools: pool::Pools,
     secrets_cipher: std::sync::OnceLock<Result<aes_gcm::Aes256Gcm, String>>,
+    rate_limits: ratelimit::RateLimits,
 }
 
 impl App {
@@ -57,6 +59,7 @@ impl App {
                 restarting: Default::default(),
                 pools: Default::default(),
                 secrets_cipher: Default::default(),
+                rate_limits: Default::default(),
             }),
         }
     }

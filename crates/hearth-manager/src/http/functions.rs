@@ -12,7 +12,7 @@ use hearth_types::function::{
 };
 use hearth_types::ErrorBody;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Caller, Json, Path, Query};
 use crate::app::App;
 use crate::error::ApiResult;
 
@@ -90,19 +90,21 @@ pub async fn delete_function(
         (status = 202, description = "Queued (`?async=true`); poll `GET /v1/invocations/{id}`", body = Invocation),
         (status = 400, description = "the event is not JSON", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 429, description = "every VM the function may have is busy and the queue is full (see Retry-After)", body = ErrorBody),
+        (status = 429, description = "over the function's or the caller's rate limit, or every VM the function may have is busy and the queue is full (see Retry-After)", body = ErrorBody),
         (status = 503, description = "a VM or its host failed; the VM was retired", body = ErrorBody)))]
 pub async fn invoke_function(
     State(app): State<App>,
+    Caller(p): Caller,
     Path(name): Path<String>,
     Query(q): Query<InvokeQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let caller = p.actor();
     if q.async_.unwrap_or(false) {
-        let queued = app.invoke_async(&name, &body).await?;
+        let queued = app.invoke_async(&caller, &name, &body).await?;
         return Ok((StatusCode::ACCEPTED, Json(queued)).into_response());
     }
-    Ok(Json(app.invoke(&name, &body).await?).into_response())
+    Ok(Json(app.invoke(&caller, &name, &body).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}/schedules", tag = "functions", params(("name" = String, Path, description = "Function name or id")),

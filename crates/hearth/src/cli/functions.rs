@@ -52,6 +52,9 @@ pub enum FnCmd {
         /// Seconds an idle VM is kept
         #[arg(long)]
         idle_ttl: Option<u64>,
+        /// Invocations per second it accepts (0: no limit)
+        #[arg(long)]
+        rate_limit: Option<u32>,
     },
     List,
     Get {
@@ -249,12 +252,14 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
             min_warm,
             max_instances,
             idle_ttl,
+            rate_limit,
         } => {
             let bytes =
                 std::fs::read(&code).with_context(|| format!("reading {}", code.display()))?;
             let mut body = json!({
                 "handler": handler, "mode": mode, "memory_mib": memory, "timeout_s": timeout,
                 "min_warm": min_warm, "max_instances": max_instances, "idle_ttl_s": idle_ttl,
+                "rate_limit_per_s": rate_limit,
             });
             match String::from_utf8(bytes.clone()) {
                 Ok(text) if runtime != "native" => body["code"] = text.into(),
