@@ -155,6 +155,15 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     let (s, b) = t.post("/v1/functions/echo/invoke", json!(big)).await;
     assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert_eq!(fn_vms(&t).await.len(), 1, "one warm VM served all of that");
+    // A warm VM that vanished under the pool (deleted here) costs a retry, not an error.
+    let vm = fn_vms(&t).await[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.delete(&format!("/v1/vms/{vm}")).await,
+        StatusCode::NO_CONTENT
+    );
+    let r = invoke(&t, "echo", json!("after")).await;
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(r["cold_start"], true, "{r}");
 
     // A handler past its timeout is killed and its VM retired.
     let r = invoke(&t, "echo", json!({"op": "sleep"})).await;

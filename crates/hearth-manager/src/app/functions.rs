@@ -716,31 +716,34 @@ impl App {
         let (f, key) = (&target.f, target.key.as_str());
         let started = Instant::now();
         let secret_env = self.secret_env(&secrets_of(f)).await?;
-        let (instance, cold_start) = self.pools().acquire(self, key, f).await?;
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
         let mut env = env_of(f);
         env.extend(secret_env);
         env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
         env.insert("HEARTH_FUNCTION".into(), f.name.clone());
         env.insert("HEARTH_DEADLINE_MS".into(), deadline.to_string());
-        let ran = self
-            .exec_vm(
-                &instance.vm_id,
-                ExecVm {
-                    command: vec!["/code/handler".into()],
-                    env,
-                    stdin: Some(event),
-                    timeout_s: Some(f.timeout_s),
-                    cwd: Some("/code".into()),
-                },
-            )
-            .await;
-        let out = match ran {
-            Ok(out) => out,
-            Err(e) => {
-                // The VM or its agent failed us: never hand that VM out again.
-                self.pools().release(self, key, f, instance, false);
-                return Err(e);
+        let call = ExecVm {
+            command: vec!["/code/handler".into()],
+            env,
+            stdin: Some(event),
+            timeout_s: Some(f.timeout_s),
+            cwd: Some("/code".into()),
+        };
+        // A warm VM that turns out broken (its host restarted, it was deleted) is retired and
+        // the call tried once more; a VM booted for this call gets no second chance.
+        let mut attempts = 0;
+        let (instance, cold_start, out) = loop {
+            attempts += 1;
+            let (instance, cold_start) = self.pools().acquire(self, key, f).await?;
+            match self.exec_vm(&instance.vm_id, call.clone()).await {
+                Ok(out) => break (instance, cold_start, out),
+                Err(e) => {
+                    self.pools().release(self, key, f, instance, false);
+                    if cold_start || attempts > 1 {
+                        return Err(e);
+                    }
+                    tracing::warn!(function = %f.name, error = %e, "a warm VM failed; retrying on another");
+                }
             }
         };
         let healthy = !out.timed_out;

@@ -636,6 +636,20 @@ impl App {
     /// Starts a VM its agent lost, once at a time per VM, in the background (a heartbeat
     /// must not wait for it).
     fn restart_lost(&self, v: VmRecord) {
+        if v.function_id.is_some() {
+            // A function's VM lost its code with its agent: its pool replaces it instead.
+            let app = self.clone();
+            tokio::spawn(async move {
+                let _ = app
+                    .mark(
+                        &v.id,
+                        VmState::Failed,
+                        Some("its host's agent lost it; its function's pool replaces it".into()),
+                    )
+                    .await;
+            });
+            return;
+        }
         let mut restarting = self
             .inner
             .restarting
