@@ -62,16 +62,26 @@ impl AgentService {
 
     async fn sample(&self, id: &str) -> Result<GuestMetrics, Status> {
         let guest = self.vms.guest(id, "read metrics").map_err(status)?;
-        match tokio::time::timeout(Duration::from_secs(10), guest.call(&GuestRequest::Metrics))
-            .await
-        {
-            Ok(Ok(GuestResponse::Metrics(m))) => Ok(m),
-            Ok(Ok(other)) => Err(Status::internal(format!("guest answered {other:?}"))),
-            Ok(Err(e)) => Err(guest_error(e)),
-            Err(_) => Err(Status::deadline_exceeded(
-                "the guest did not send metrics within 10 s",
-            )),
+        match call_within(&guest, &GuestRequest::Metrics, 10, "send metrics").await? {
+            GuestResponse::Metrics(m) => Ok(m),
+            other => Err(Status::internal(format!("guest answered {other:?}"))),
         }
+    }
+}
+
+/// One guest request, its answer within `secs` seconds, transport failures mapped to codes.
+async fn call_within(
+    guest: &hearth_guest_proto::client::GuestClient,
+    req: &GuestRequest,
+    secs: u64,
+    what: &str,
+) -> Result<GuestResponse, Status> {
+    match tokio::time::timeout(Duration::from_secs(secs), guest.call(req)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(guest_error(e)),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the guest did not {what} within {secs} s"
+        ))),
     }
 }
 
@@ -399,18 +409,12 @@ impl Agent for AgentService {
                 mode: if r.mode == 0 { 0o644 } else { r.mode & 0o7777 },
                 append: i > 0,
             };
-            match tokio::time::timeout(Duration::from_secs(30), guest.call(&w)).await {
-                Ok(Ok(GuestResponse::Ok)) => {}
-                Ok(Ok(GuestResponse::Error { message })) => {
+            match call_within(&guest, &w, 30, "write the file").await? {
+                GuestResponse::Ok => {}
+                GuestResponse::Error { message } => {
                     return Err(Status::failed_precondition(message))
                 }
-                Ok(Ok(other)) => return Err(Status::internal(format!("guest answered {other:?}"))),
-                Ok(Err(e)) => return Err(guest_error(e)),
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(
-                        "the guest did not write the file within 30 s",
-                    ))
-                }
+                other => return Err(Status::internal(format!("guest answered {other:?}"))),
             }
         }
         Ok(Response::new(pb::PutFileResponse {}))

@@ -85,6 +85,9 @@ fn function(row: &AnyRow) -> Result<FunctionRecord> {
     })
 }
 
+const INVOCATION_COLS: &str = "id, function_id, status, output, error, logs, duration_ms, \
+                               cold_start, created_at, version";
+
 fn invocation(row: &AnyRow) -> Result<InvocationRecord> {
     Ok(InvocationRecord {
         id: col(row, "id")?,
@@ -255,10 +258,9 @@ impl Store {
     }
 
     pub async fn invocation(&self, id: &str) -> Result<InvocationRecord> {
-        let row = sqlx::query(
-            "SELECT id, function_id, status, output, error, logs, duration_ms, cold_start, \
-             created_at, version FROM invocations WHERE id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {INVOCATION_COLS} FROM invocations WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
@@ -272,10 +274,10 @@ impl Store {
         function_id: &str,
         limit: u32,
     ) -> Result<Vec<InvocationRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, function_id, status, output, error, logs, duration_ms, cold_start, \
-             created_at, version FROM invocations WHERE function_id = $1 ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {INVOCATION_COLS} FROM invocations WHERE function_id = $1 \
+                 ORDER BY id DESC LIMIT $2"
+        ))
         .bind(function_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -310,6 +312,27 @@ fn schedule(row: &AnyRow) -> Result<ScheduleRecord> {
 
 const SCHEDULE_COLS: &str = "id, function_id, expr, event, next_run_at, last_run_at, created_at";
 
+/// The insert of a queued invocation, for the pool or a transaction to run.
+fn insert_queued<'q>(
+    id: &'q str,
+    function_id: &'q str,
+    event: &'q str,
+    version: Option<u32>,
+    schedule_id: Option<&'q str>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
+         cold_start, created_at, event, version, schedule_id) \
+         VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(function_id)
+    .bind(now_ms())
+    .bind(event)
+    .bind(version.map(i64::from))
+    .bind(schedule_id)
+}
+
 /// A queued invocation, as a manager takes it.
 #[derive(Debug, Clone)]
 pub struct QueuedInvocation {
@@ -329,18 +352,9 @@ impl Store {
         event: &str,
         version: Option<u32>,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
-             cold_start, created_at, event, version) \
-             VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(function_id)
-        .bind(now_ms())
-        .bind(event)
-        .bind(version.map(i64::from))
-        .execute(&self.pool)
-        .await?;
+        insert_queued(id, function_id, event, version, None)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -480,18 +494,9 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO invocations (id, function_id, status, output, error, logs, duration_ms, \
-             cold_start, created_at, event, schedule_id) \
-             VALUES ($1, $2, 'queued', 'null', NULL, '', 0, 0, $3, $4, $5)",
-        )
-        .bind(invocation_id)
-        .bind(&s.function_id)
-        .bind(now_ms())
-        .bind(&s.event)
-        .bind(&s.id)
-        .execute(&mut *tx)
-        .await?;
+        insert_queued(invocation_id, &s.function_id, &s.event, None, Some(&s.id))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -241,9 +241,9 @@ pub struct Image {
     pub hosts: Vec<String>,
 }
 
-/// Checks a VM name: 1–63 lowercase letters, digits and dashes, not starting or ending
-/// with a dash (it becomes the guest's hostname).
-pub fn check_name(name: &str) -> Result<(), String> {
+/// Checks a name of `what` (a VM, a function): 1–63 lowercase letters, digits and dashes,
+/// not starting or ending with a dash (a VM's name becomes the guest's hostname).
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -255,7 +255,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid VM name {name:?}: use 1–63 lowercase letters, digits and dashes, \
+            "invalid {what} name {name:?}: use 1–63 lowercase letters, digits and dashes, \
              not starting or ending with a dash"
         ))
     }
@@ -281,9 +281,9 @@ mod tests {
 
     #[test]
     fn names_are_hostnames() {
-        assert!(super::check_name("web-1").is_ok());
+        assert!(super::check_name("VM", "web-1").is_ok());
         for bad in ["", "-a", "a-", "Web", "a_b", &"x".repeat(64)] {
-            assert!(super::check_name(bad).is_err(), "{bad}");
+            assert!(super::check_name("VM", bad).is_err(), "{bad}");
         }
     }
 

@@ -461,8 +461,7 @@ impl App {
     }
 
     pub async fn create_function(&self, req: CreateFunction) -> ApiResult<Function> {
-        check_name(&req.name)
-            .map_err(|m| ApiError::BadRequest(m.replace("VM name", "function name")))?;
+        check_name("function", &req.name).map_err(ApiError::BadRequest)?;
         if !RUNTIMES.iter().any(|(n, _, _)| *n == req.runtime) {
             let names: Vec<&str> = RUNTIMES.iter().map(|(n, _, _)| *n).collect();
             return Err(ApiError::bad_request(format!(

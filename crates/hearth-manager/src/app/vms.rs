@@ -114,8 +114,8 @@ impl App {
             .unwrap_or_default())
     }
 
-    /// Room left on `h` for a VM of this size, or why there is none.
-    fn fits(&self, h: &Host, vcpus: u32, memory_mib: u64) -> Result<(), String> {
+    /// Whether a VM of this size fits on `h`: the MiB free there (before it), or why not.
+    fn fits(&self, h: &Host, vcpus: u32, memory_mib: u64) -> Result<u64, String> {
         let cfg = self.config();
         let cpu_cap = (f64::from(h.capacity.vcpus) * cfg.cpu_overcommit).floor() as u32;
         let mem_cap = (h.capacity.memory_mib as f64 * cfg.memory_overcommit).floor() as u64;
@@ -133,7 +133,7 @@ impl App {
                 h.name
             ));
         }
-        Ok(())
+        Ok(mem_free)
     }
 
     /// Picks a host for a new VM: up, not cordoned, has the image, and has room; the one
@@ -170,12 +170,13 @@ impl App {
                 reasons.push(format!("host {} lacks image {image:?}", h.name));
                 continue;
             }
-            if let Err(why) = self.fits(&h, vcpus, memory_mib) {
-                reasons.push(why);
-                continue;
-            }
-            let free = (h.capacity.memory_mib as f64 * self.config().memory_overcommit) as u64
-                - h.allocated.memory_mib;
+            let free = match self.fits(&h, vcpus, memory_mib) {
+                Ok(free) => free,
+                Err(why) => {
+                    reasons.push(why);
+                    continue;
+                }
+            };
             if best.as_ref().is_none_or(|(f, _)| free > *f) {
                 best = Some((free, h));
             }
@@ -222,7 +223,7 @@ impl App {
         req: CreateVm,
         function_id: Option<&str>,
     ) -> ApiResult<Vm> {
-        check_name(&req.name).map_err(ApiError::BadRequest)?;
+        check_name("VM", &req.name).map_err(ApiError::BadRequest)?;
         let vcpus = req.vcpus.unwrap_or(1);
         let memory_mib = req.memory_mib.unwrap_or(256);
         check_size(vcpus, memory_mib)?;
@@ -294,7 +295,7 @@ impl App {
     pub async fn update_vm(&self, id_or_name: &str, req: UpdateVm) -> ApiResult<Vm> {
         let v = self.store().vm(id_or_name).await?;
         let name = req.name.unwrap_or_else(|| v.name.clone());
-        check_name(&name).map_err(ApiError::BadRequest)?;
+        check_name("VM", &name).map_err(ApiError::BadRequest)?;
         let vcpus = req.vcpus.unwrap_or(v.vcpus);
         let memory_mib = req.memory_mib.unwrap_or(v.memory_mib);
         check_size(vcpus, memory_mib)?;

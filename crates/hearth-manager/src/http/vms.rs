@@ -197,7 +197,7 @@ pub async fn console_vm(
                     }
                     _ => break,
                 },
-                m = rx.next() => if !matches!(m, Some(Ok(_))) || matches!(m, Some(Ok(Message::Close(_)))) { break },
+                m = rx.next() => if matches!(m, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) { break },
             }
         }
         let _ = tx.send(Message::Close(None)).await;
