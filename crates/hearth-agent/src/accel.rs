@@ -20,7 +20,7 @@ use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Accel, Hypervisor, VmConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::image::DefaultImage;
+use crate::image::BootImage;
 
 /// How long a probe guest gets to answer under KVM (an ordinary boot takes well under 2 s).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -111,7 +111,7 @@ impl AccelState {
     }
 
     /// Sets the initial verdict and, when one is needed, probes KVM in the background.
-    pub fn start(data_dir: &Path, image: Option<DefaultImage>, mode: AccelMode) -> AccelState {
+    pub fn start(data_dir: &Path, image: Option<BootImage>, mode: AccelMode) -> AccelState {
         let unknown = |r: &str| KvmVerdict::Unknown { reason: r.into() };
         let state = match mode {
             AccelMode::Tcg => {
@@ -164,7 +164,7 @@ impl AccelState {
 }
 
 /// What a cached verdict is valid for: this kernel and this QEMU binary.
-fn cache_key(image: &DefaultImage, qemu: &Path) -> String {
+fn cache_key(image: &BootImage, qemu: &Path) -> String {
     let qemu_mtime = std::fs::metadata(qemu)
         .and_then(|m| m.modified())
         .map(|t| format!("{t:?}"))
@@ -182,10 +182,11 @@ fn kvm_openable() -> Result<(), String> {
 }
 
 /// Boots the default image under KVM and waits for its guest agent.
-pub async fn probe(qemu: PathBuf, image: &DefaultImage, run_dir: &Path) -> KvmVerdict {
+pub async fn probe(qemu: PathBuf, image: &BootImage, run_dir: &Path) -> KvmVerdict {
     let config = VmConfig {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
+        rootfs: None,
         vcpus: 1,
         memory_mib: 128,
         accel: Accel::Kvm,
@@ -241,10 +242,11 @@ pub async fn probe(qemu: PathBuf, image: &DefaultImage, run_dir: &Path) -> KvmVe
 mod tests {
     use super::*;
 
-    fn fake_image(dir: &Path) -> DefaultImage {
-        DefaultImage {
+    fn fake_image(dir: &Path) -> BootImage {
+        BootImage {
             kernel: dir.join("vmlinuz"),
             initrd: dir.join("initrd"),
+            rootfs: None,
             kernel_version: "6.1.0-test".into(),
         }
     }

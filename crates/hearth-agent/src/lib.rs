@@ -12,6 +12,7 @@ pub mod host_info;
 pub mod identity;
 pub mod image;
 mod registration;
+pub mod runtimes;
 mod service;
 pub mod vm;
 
@@ -36,6 +37,9 @@ pub struct AgentConfig {
     /// Needed for the first join; a restarted agent uses the identity in its data dir.
     pub join_token: Option<SecretString>,
     pub data_dir: PathBuf,
+    /// Where images (the default initramfs, runtime root filesystems) are built and cached;
+    /// `<data_dir>/images` when unset. Agents may share one.
+    pub images_dir: Option<PathBuf>,
     /// Where the RPC API listens. Port 0 picks a free one.
     pub listen: SocketAddr,
     /// The URL the manager should use to reach this agent; defaults to `http://<listen>`.
@@ -92,10 +96,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
 
     let mut identity = Identity::load_or_new(&config.data_dir)?;
     let images = Images::default();
-    let images_dir = config.data_dir.join("images");
-    let default = match tokio::task::spawn_blocking(move || image::build_default(&images_dir))
-        .await?
-    {
+    let images_dir = config
+        .images_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("images"));
+    let dir = images_dir.clone();
+    let default = match tokio::task::spawn_blocking(move || image::build_default(&dir)).await? {
         Ok(img) => {
             images.insert("default", img.clone());
             Some(img)
@@ -105,6 +111,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             None
         }
     };
+    let runtimes = runtimes::Runtimes::new(images_dir, images.clone(), default.clone());
     let accel = accel::AccelState::start(&config.data_dir, default, config.accel);
     let run_root = config.data_dir.join("run").join("vms");
     vm::reap_leftovers(&run_root);
@@ -135,7 +142,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     tracing::info!(%host_id, %addr, "agent joined the manager");
 
     let mut tasks = tokio::task::JoinSet::new();
-    let service = service::AgentService::new(Arc::new(identity.clone()), info, vms.clone());
+    let service =
+        service::AgentService::new(Arc::new(identity.clone()), info, vms.clone(), runtimes);
     let serve_cancel = cancel.clone();
     tasks.spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

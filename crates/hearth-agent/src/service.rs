@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::host_info::HostProbe;
 use crate::identity::Identity;
+use crate::runtimes::Runtimes;
 use crate::vm::{VmError, Vms};
 
 /// Bounds on what one call may carry.
@@ -36,16 +37,23 @@ pub struct AgentService {
     identity: Arc<Identity>,
     probe: HostProbe,
     vms: Vms,
+    runtimes: Runtimes,
     /// The previous CPU sample of each VM, for a percentage between two samples.
     cpu: Mutex<HashMap<String, (Instant, u64, u64)>>,
 }
 
 impl AgentService {
-    pub fn new(identity: Arc<Identity>, probe: HostProbe, vms: Vms) -> AgentService {
+    pub fn new(
+        identity: Arc<Identity>,
+        probe: HostProbe,
+        vms: Vms,
+        runtimes: Runtimes,
+    ) -> AgentService {
         AgentService {
             identity,
             probe,
             vms,
+            runtimes,
             cpu: Mutex::default(),
         }
     }
@@ -418,6 +426,64 @@ impl Agent for AgentService {
             }
         }
         Ok(Response::new(pb::PutFileResponse {}))
+    }
+
+    async fn call(
+        &self,
+        req: Request<pb::CallRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        if r.argv.is_empty() || r.argv.len() > MAX_ARGS {
+            return Err(Status::invalid_argument(format!(
+                "argv must have 1–{MAX_ARGS} arguments"
+            )));
+        }
+        if r.line.contains('\n') || r.line.len() > hearth_guest_proto::MAX_PAYLOAD / 2 {
+            return Err(Status::invalid_argument(
+                "line must be one line of at most 512 KiB",
+            ));
+        }
+        let timeout = match r.timeout_ms {
+            0 => DEFAULT_EXEC_TIMEOUT,
+            ms => Duration::from_millis(ms).min(MAX_EXEC_TIMEOUT),
+        };
+        let guest = self.vms.guest(&r.id, "call its worker").map_err(status)?;
+        let greq = GuestRequest::Call {
+            argv: r.argv,
+            env: r.env.into_iter().collect(),
+            cwd: (!r.cwd.is_empty()).then_some(r.cwd),
+            line: r.line,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        // The guest kills the worker at the timeout; this bound covers a guest that hangs.
+        match call_within(&guest, &greq, timeout.as_secs() + 10, "answer the call").await? {
+            GuestResponse::Called {
+                line,
+                logs,
+                code,
+                timed_out,
+            } => Ok(Response::new(pb::CallResponse {
+                line,
+                logs,
+                exit_code: code,
+                timed_out,
+            })),
+            GuestResponse::Error { message } => Err(Status::invalid_argument(message)),
+            other => Err(Status::internal(format!("guest answered {other:?}"))),
+        }
+    }
+
+    async fn build_runtime(
+        &self,
+        req: Request<pb::BuildRuntimeRequest>,
+    ) -> Result<Response<pb::RuntimeStatus>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        self.runtimes
+            .status(&r.name, r.start)
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
     }
 
     async fn metrics(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmMetrics>, Status> {

@@ -47,6 +47,7 @@ async fn boots_a_guest_and_serves_the_protocol() {
     let config = VmConfig {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
+        rootfs: None,
         vcpus: 1,
         memory_mib: 256,
         accel: Accel::Tcg,

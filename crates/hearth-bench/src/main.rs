@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         manager_url: url.clone(),
         join_token: Some(token.token.into()),
         data_dir: dir.path().join("agent"),
+        images_dir: None,
         listen: "127.0.0.1:0".parse()?,
         advertise: None,
         boot_timeout: Duration::from_secs(300),
@@ -187,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_cfg = |i: usize| VmConfig {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
+        rootfs: None,
         vcpus: 1,
         memory_mib: 256,
         accel,

@@ -35,6 +35,21 @@ pub enum Request {
         #[serde(default)]
         pty: Option<PtySize>,
     },
+    /// Sends one line to the guest's persistent worker and waits for the one line it answers
+    /// (a function's runtime in persistent mode). The worker is `argv` started with `env` in
+    /// `cwd`; it is started on the first call and replaced when these change. What it writes
+    /// to stderr during the call, up to a line [`CALL_END`], comes back as the call's logs.
+    Call {
+        argv: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        cwd: Option<String>,
+        line: String,
+        /// The worker is killed after this long; none when 0.
+        #[serde(default)]
+        timeout_ms: u64,
+    },
     /// Resource use of the guest.
     Metrics,
     /// Reads a file (up to `MAX_PAYLOAD` bytes, base64 in the response).
@@ -64,6 +79,10 @@ pub enum Request {
     },
 }
 
+/// The line a persistent worker writes to stderr after each call, so the guest knows where
+/// the call's logs end.
+pub const CALL_END: &str = "\u{1e}hearth-call-end";
+
 fn default_mode() -> u32 {
     0o644
 }
@@ -85,6 +104,14 @@ pub enum Response {
         /// The exit code, or 128 + signal when killed by one.
         code: i32,
         signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// How a [`Request::Call`] went: the worker's answer, or how it ended without one.
+    Called {
+        line: Option<String>,
+        logs: String,
+        /// Set when the worker exited (or was killed) instead of answering.
+        code: Option<i32>,
         timed_out: bool,
     },
     Metrics(GuestMetrics),

@@ -35,7 +35,7 @@ pub struct Spec {
     pub pty: Option<PtySize>,
 }
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long to wait for output to drain after the process exits.
 const DRAIN: Duration = Duration::from_secs(2);
 

@@ -13,6 +13,7 @@ mod init;
 mod reaper;
 mod server;
 mod sysinfo;
+mod worker;
 
 use hearth_guest_proto::PORT_NAME;
 

@@ -214,6 +214,19 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
             out,
             ctl,
         ),
+        Request::Call {
+            argv,
+            env,
+            cwd,
+            line,
+            timeout_ms,
+        } => crate::worker::call(crate::worker::CallSpec {
+            argv,
+            env,
+            cwd,
+            line,
+            timeout_ms,
+        }),
         Request::Metrics => Response::Metrics(crate::sysinfo::sample()),
         Request::ReadFile { path } => match std::fs::read(&path) {
             Ok(data) if data.len() * 4 / 3 + 64 < hearth_guest_proto::MAX_PAYLOAD => {

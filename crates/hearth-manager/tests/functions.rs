@@ -385,7 +385,15 @@ on_both_databases!(functions_are_stored_and_validated, |db| async move {
             json!({"name": "f2", "runtime": "python", "code": "x"}),
         )
         .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    // No host has the python image: the error says how to build it.
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hearth runtime build python"),
+        "{b}"
+    );
     let (s, b) = t
         .call(
             Method::PATCH,

@@ -15,6 +15,7 @@ fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> Ag
         manager_url: t.url.clone(),
         join_token: token.map(Into::into),
         data_dir: dir.to_path_buf(),
+        images_dir: Some(common::shared_images_dir()),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         boot_timeout: AgentConfig::DEFAULT_BOOT_TIMEOUT,

@@ -42,6 +42,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/vms/{id}/metrics", "viewer"),
     ("GET", "/v1/images", "viewer"),
     ("GET", "/v1/runtimes", "viewer"),
+    ("GET", "/v1/runtimes/{name}", "viewer"),
+    ("POST", "/v1/runtimes/{name}/build", "operator"),
     ("GET", "/v1/functions", "viewer"),
     ("POST", "/v1/functions", "operator"),
     ("GET", "/v1/functions/{name}", "viewer"),

@@ -12,7 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 pub enum FnMode {
     /// A fresh process per invocation.
     Process,
-    /// One long-lived process per VM, fed JSON lines.
+    /// One long-lived process per VM, fed JSON lines (a `native` executable must speak
+    /// the runtime protocol: a `{"event","context"}` line in, an `{"ok"}`/`{"error"}` line
+    /// out).
     Persistent,
 }
 
@@ -69,6 +71,9 @@ pub struct CreateFunction {
     /// What to call; its meaning depends on the runtime (default per runtime).
     #[serde(default)]
     pub handler: Option<String>,
+    /// Default `persistent` for the interpreted runtimes (module state lives across calls,
+    /// as in most serverless platforms, and no interpreter starts per call), `process` for
+    /// `native`.
     #[serde(default)]
     pub mode: Option<FnMode>,
     /// 64–4096 (default 128).
@@ -185,9 +190,30 @@ pub struct RuntimeInfo {
     pub description: String,
     /// What `handler` means for it, and its default.
     pub handler: String,
-    /// Whether functions can use it now; why not otherwise.
+    /// The image its VMs boot (`runtime-NAME`, built on each host by
+    /// `POST /v1/runtimes/{name}/build`; `default` for native).
+    pub image: String,
+    /// Whether functions can use it now (some host has its image); why not otherwise.
     pub available: bool,
     pub reason: Option<String>,
+    /// Its image on each host.
+    pub hosts: Vec<RuntimeHost>,
+}
+
+/// A runtime's image on one host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeHost {
+    pub host_id: String,
+    pub host: String,
+    /// `ready`, `building`, `failed` or `absent`.
+    pub state: String,
+    /// The build's last step, while it builds.
+    pub message: Option<String>,
+    /// Why the build failed.
+    pub error: Option<String>,
+    pub size_bytes: u64,
+    /// How long the build has taken (or took).
+    pub elapsed_ms: u64,
 }
 
 /// A schedule that invokes a function.

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod function;
 pub mod host;
+pub mod runtime;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -39,6 +39,9 @@ impl Accel {
 pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// A root filesystem (ext4) the guest switches to, attached read-only; many VMs share
+    /// one. None: the guest stays in its initramfs.
+    pub rootfs: Option<PathBuf>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub accel: Accel,

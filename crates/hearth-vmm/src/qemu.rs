@@ -58,6 +58,9 @@ pub fn append(config: &VmConfig) -> String {
             a.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
+    if config.rootfs.is_some() {
+        a.push_str(" hearth.rootfs=/dev/vda");
+    }
     a
 }
 
@@ -102,6 +105,20 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         format!("virtserialport,chardev=guest0,name={GUEST_PORT}"),
         "-device".into(),
         "virtio-rng-device".into(),
+    ]);
+    if let Some(rootfs) = &config.rootfs {
+        args.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=rootfs,format=raw,readonly=on",
+                // QEMU option values escape a comma by doubling it.
+                p(rootfs).replace(',', ",,")
+            ),
+            "-device".into(),
+            "virtio-blk-device,drive=rootfs".into(),
+        ]);
+    }
+    args.extend([
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", p(&rd.qmp_socket())),
         "-pidfile".into(),
@@ -249,6 +266,7 @@ mod tests {
         VmConfig {
             kernel: "/boot/vmlinuz".into(),
             initrd: "/x/initrd".into(),
+            rootfs: None,
             vcpus: 2,
             memory_mib: 256,
             accel,

@@ -34,6 +34,9 @@ pub struct AgentArgs {
     /// Where the agent keeps its identity, images and VMs
     #[arg(long, env = "HEARTH_AGENT_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Where images are built and cached [default: DATA_DIR/images]; agents may share one
+    #[arg(long, env = "HEARTH_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
     /// Address of the agent's RPC API
     #[arg(long, env = "HEARTH_AGENT_LISTEN", default_value = "127.0.0.1:18081")]
     pub listen: SocketAddr,
@@ -137,6 +140,7 @@ pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
         manager_url: format!("http://{manager_addr}"),
         join_token: Some(token.token.into()),
         data_dir: agent_dir,
+        images_dir: std::env::var_os("HEARTH_IMAGES_DIR").map(PathBuf::from),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         advertise: None,
         boot_timeout: up_boot_timeout(),
@@ -160,6 +164,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         manager_url: args.manager,
         join_token: args.join_token.map(Into::into),
         data_dir: args.data_dir,
+        images_dir: args.images_dir,
         listen: args.listen,
         advertise: args.advertise,
         boot_timeout: std::time::Duration::from_secs(args.boot_timeout_s.clamp(1, 3600)),

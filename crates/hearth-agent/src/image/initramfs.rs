@@ -29,13 +29,16 @@ pub const GUEST_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
     "virtio_console",
     "virtio-rng",
+    "overlay",
 ];
 
 #[derive(Debug, Clone)]
-pub struct DefaultImage {
+pub struct BootImage {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub kernel_version: String,
+    /// The root filesystem the guest switches to (runtime images); none for `default`.
+    pub rootfs: Option<PathBuf>,
 }
 
 /// Where the static `hearth-guest` binary is: `HEARTH_GUEST_BIN`, else beside this
@@ -145,7 +148,7 @@ fn busybox() -> anyhow::Result<PathBuf> {
 }
 
 /// Builds (or finds in the cache) the default image under `images_dir`.
-pub fn build_default(images_dir: &Path) -> anyhow::Result<DefaultImage> {
+pub fn build_default(images_dir: &Path) -> anyhow::Result<BootImage> {
     let (kernel, kver) = host_kernel()?;
     let guest = std::fs::read(guest_binary()?).context("reading hearth-guest")?;
     let bb_path = busybox()?;
@@ -237,10 +240,11 @@ pub fn build_default(images_dir: &Path) -> anyhow::Result<DefaultImage> {
         w.finish()?;
         std::fs::rename(&tmp, &initrd)?;
     }
-    Ok(DefaultImage {
+    Ok(BootImage {
         kernel,
         initrd,
         kernel_version: kver,
+        rootfs: None,
     })
 }
 

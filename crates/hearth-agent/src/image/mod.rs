@@ -4,8 +4,9 @@
 
 pub mod cpio;
 pub mod initramfs;
+pub mod rootfs;
 
-pub use initramfs::{build_default, DefaultImage};
+pub use initramfs::{build_default, BootImage};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -15,18 +16,18 @@ use hearth_agent_api::pb;
 /// The images this agent can boot, by name.
 #[derive(Clone, Default)]
 pub struct Images {
-    by_name: Arc<RwLock<BTreeMap<String, DefaultImage>>>,
+    by_name: Arc<RwLock<BTreeMap<String, BootImage>>>,
 }
 
 impl Images {
-    pub fn insert(&self, name: &str, image: DefaultImage) {
+    pub fn insert(&self, name: &str, image: BootImage) {
         self.by_name
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), image);
     }
 
-    pub fn get(&self, name: &str) -> Option<DefaultImage> {
+    pub fn get(&self, name: &str) -> Option<BootImage> {
         self.by_name
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -42,9 +43,14 @@ impl Images {
             .iter()
             .map(|(name, i)| pb::ImageInfo {
                 name: name.clone(),
-                kind: "initramfs".into(),
+                kind: if i.rootfs.is_some() {
+                    "rootfs"
+                } else {
+                    "initramfs"
+                }
+                .into(),
                 kernel_version: i.kernel_version.clone(),
-                size_bytes: size(&i.kernel) + size(&i.initrd),
+                size_bytes: size(&i.kernel) + size(&i.initrd) + i.rootfs.as_deref().map_or(0, size),
             })
             .collect()
     }

@@ -240,6 +240,7 @@ impl Owner {
         let config = VmConfig {
             kernel: image.kernel,
             initrd: image.initrd,
+            rootfs: image.rootfs,
             vcpus: self.spec.vcpus,
             memory_mib: self.spec.memory_mib,
             accel,

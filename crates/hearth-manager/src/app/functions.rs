@@ -4,10 +4,11 @@
 //! it through the host's agent, records what happened, and gives the VM back (or retires it
 //! when it misbehaved or runs old code).
 //!
-//! The `native` runtime runs an uploaded executable as `/code/handler` in the default image:
-//! the event JSON on its stdin, its result JSON on stdout, its logs on stderr; a non-zero
-//! exit is an error whose message is the last line of stderr. Per-invocation context comes
-//! as `HEARTH_INVOCATION_ID`, `HEARTH_FUNCTION`, `HEARTH_DEADLINE_MS` in the environment.
+//! How a call is made depends on the runtime and the mode (see [`hearth_types::runtime`]):
+//! a fresh process per call through exec, or a line to the VM's persistent worker. The
+//! interpreted runtimes answer with an `{"ok"}`/`{"error"}` reply; a `native` executable in
+//! process mode gets the event JSON on stdin and prints its result JSON on stdout, and a
+//! non-zero exit is an error whose message is the last line of stderr. Logs are stderr.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -17,9 +18,10 @@ use hearth_store::{now_ms, to_time, AliasRecord, FunctionRecord, InvocationRecor
 use hearth_types::api::Page;
 use hearth_types::function::{
     Alias, CreateFunction, FnError, FnMode, Function, FunctionMetrics, FunctionVersion, Invocation,
-    InvokeResult, RuntimeInfo, SetAlias, UpdateFunction,
+    InvokeResult, SetAlias, UpdateFunction,
 };
 use hearth_types::new_id;
+use hearth_types::runtime::{self, Runtime, RuntimeKind};
 use hearth_types::vm::{check_name, ExecVm};
 use sha2::{Digest, Sha256};
 
@@ -32,74 +34,6 @@ pub const MAX_CODE_BYTES: usize = 3 << 20;
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Logs kept per invocation.
 const MAX_LOGS: usize = 64 << 10;
-
-/// The runtimes Hearth knows. `native` works today; the others need runtime images.
-const RUNTIMES: &[(&str, &str, &str)] = &[
-    (
-        "native",
-        "an uploaded executable (static, or a script for /bin/sh), run in the default image",
-        "ignored; the code is run as /code/handler",
-    ),
-    (
-        "python",
-        "Python 3 (Debian rootfs)",
-        "module.function, default handler.handler",
-    ),
-    (
-        "node",
-        "Node.js (Debian rootfs)",
-        "module.function, default handler.handler",
-    ),
-    (
-        "ruby",
-        "Ruby (Debian rootfs)",
-        "file.method, default handler.handler",
-    ),
-    (
-        "php",
-        "PHP (Debian rootfs)",
-        "file.function, default handler.handler",
-    ),
-    (
-        "perl",
-        "Perl (Debian rootfs)",
-        "file.sub, default handler.handler",
-    ),
-    (
-        "lua",
-        "Lua (Debian rootfs)",
-        "file.function, default handler.handler",
-    ),
-    (
-        "bash",
-        "Bash (Debian rootfs)",
-        "file.function, default handler.handler",
-    ),
-    (
-        "java",
-        "Java (Debian rootfs)",
-        "Class.method, default Handler.handle",
-    ),
-    (
-        "go",
-        "Go, compiled on the host to a static binary",
-        "ignored",
-    ),
-    (
-        "rust",
-        "Rust, compiled on the host to a static binary",
-        "ignored",
-    ),
-];
-
-fn runtime_available(name: &str) -> Result<(), String> {
-    match name {
-        "native" => Ok(()),
-        _ => Err(format!(
-            "the {name} runtime's image is not built by this version of Hearth yet; use native"
-        )),
-    }
-}
 
 fn mode_of(s: &str) -> FnMode {
     if s == "persistent" {
@@ -240,8 +174,18 @@ fn check(f: &FunctionRecord) -> ApiResult<()> {
         }
         super::secrets::check_secret_name(name)?;
     }
-    if f.mode == "persistent" {
-        return bad("persistent mode is not supported by the native runtime; use process".into());
+    if f.handler.is_empty()
+        || f.handler.len() > 128
+        || f.handler.contains("..")
+        || !f
+            .handler
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b))
+    {
+        return bad(format!(
+            "handler {:?} must be 1–128 letters, digits, '_', '.', '-' or '/' (module.function)",
+            f.handler
+        ));
     }
     Ok(())
 }
@@ -444,33 +388,26 @@ impl App {
         Ok(())
     }
 
-    pub fn runtimes(&self) -> Vec<RuntimeInfo> {
-        RUNTIMES
-            .iter()
-            .map(|(name, description, handler)| {
-                let avail = runtime_available(name);
-                RuntimeInfo {
-                    name: name.to_string(),
-                    description: description.to_string(),
-                    handler: handler.to_string(),
-                    available: avail.is_ok(),
-                    reason: avail.err(),
-                }
-            })
-            .collect()
-    }
-
     pub async fn create_function(&self, req: CreateFunction) -> ApiResult<Function> {
         check_name("function", &req.name).map_err(ApiError::BadRequest)?;
-        if !RUNTIMES.iter().any(|(n, _, _)| *n == req.runtime) {
-            let names: Vec<&str> = RUNTIMES.iter().map(|(n, _, _)| *n).collect();
-            return Err(ApiError::bad_request(format!(
+        let rt = runtime::find(&req.runtime).ok_or_else(|| {
+            ApiError::bad_request(format!(
                 "unknown runtime {:?}; the runtimes are: {}",
                 req.runtime,
-                names.join(", ")
+                runtime::names()
+            ))
+        })?;
+        let info = self.runtimes().await?;
+        if let Some(reason) = info
+            .iter()
+            .find(|r| r.name == rt.name)
+            .and_then(|r| r.reason.clone())
+        {
+            return Err(ApiError::Conflict(format!(
+                "the {} runtime is not available: {reason}",
+                rt.name
             )));
         }
-        runtime_available(&req.runtime).map_err(ApiError::BadRequest)?;
         let code = code_bytes(req.code, req.code_base64)?.ok_or_else(|| {
             ApiError::bad_request("code (source text) or code_base64 is required")
         })?;
@@ -479,8 +416,16 @@ impl App {
             id: new_id(),
             name: req.name,
             runtime: req.runtime,
-            handler: req.handler.unwrap_or_else(|| "handler".into()),
-            mode: req.mode.unwrap_or(FnMode::Process).as_str().into(),
+            handler: req.handler.unwrap_or_else(|| rt.default_handler.into()),
+            mode: req
+                .mode
+                .unwrap_or(if rt.kind == RuntimeKind::Native {
+                    FnMode::Process
+                } else {
+                    FnMode::Persistent
+                })
+                .as_str()
+                .into(),
             memory_mib: req.memory_mib.unwrap_or(128),
             timeout_s: req.timeout_s.unwrap_or(30),
             env: serde_json::to_string(&req.env).unwrap_or_else(|_| "{}".into()),
@@ -713,29 +658,29 @@ impl App {
         invocation_id: String,
     ) -> ApiResult<InvokeResult> {
         let (f, key) = (&target.f, target.key.as_str());
+        let rt = runtime_of(f)?;
         let started = Instant::now();
-        let secret_env = self.secret_env(&secrets_of(f)).await?;
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
         let mut env = env_of(f);
-        env.extend(secret_env);
-        env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.clone());
+        env.extend(self.secret_env(&secrets_of(f)).await?);
         env.insert("HEARTH_FUNCTION".into(), f.name.clone());
-        env.insert("HEARTH_DEADLINE_MS".into(), deadline.to_string());
-        let call = ExecVm {
-            command: vec!["/code/handler".into()],
-            env,
-            stdin: Some(event),
-            timeout_s: Some(f.timeout_s),
-            cwd: Some("/code".into()),
-        };
+        env.insert("HEARTH_MEMORY_MIB".into(), f.memory_mib.to_string());
+        let context = serde_json::json!({
+            "invocation_id": invocation_id,
+            "function_name": f.name,
+            "function_version": target.version,
+            "deadline_ms": deadline,
+            "memory_limit_mib": f.memory_mib,
+        });
+        let call = Call::new(rt, f, env, &event, context);
         // A warm VM that turns out broken (its host restarted, it was deleted) is retired and
         // the call tried once more; a VM booted for this call gets no second chance.
         let mut attempts = 0;
-        let (instance, cold_start, out) = loop {
+        let (instance, cold_start, ran) = loop {
             attempts += 1;
             let (instance, cold_start) = self.pools().acquire(self, key, f).await?;
-            match self.exec_vm(&instance.vm_id, call.clone()).await {
-                Ok(out) => break (instance, cold_start, out),
+            match self.run_call(&instance.vm_id, &call, f.timeout_s).await {
+                Ok(ran) => break (instance, cold_start, ran),
                 Err(e) => {
                     self.pools().release(self, key, f, instance, false);
                     if cold_start || attempts > 1 {
@@ -745,51 +690,11 @@ impl App {
                 }
             }
         };
-        let healthy = !out.timed_out;
+        // A VM whose handler ran out of time, or whose persistent worker died, is retired.
+        let healthy = !(ran.timed_out || (call.persistent && ran.exit_code.is_some()));
         self.pools().release(self, key, f, instance, healthy);
-        let (output, error) = if out.timed_out {
-            (
-                serde_json::Value::Null,
-                Some(FnError {
-                    message: format!("the handler did not finish within {} s", f.timeout_s),
-                    stack: None,
-                }),
-            )
-        } else if out.exit_code != 0 {
-            let last = out
-                .stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            (
-                serde_json::Value::Null,
-                Some(FnError {
-                    message: if last.is_empty() {
-                        format!("the handler exited with code {}", out.exit_code)
-                    } else {
-                        last
-                    },
-                    stack: (!out.stderr.trim().is_empty()).then(|| out.stderr.clone()),
-                }),
-            )
-        } else {
-            match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
-                Ok(v) => (v, None),
-                Err(_) => (
-                    serde_json::Value::Null,
-                    Some(FnError {
-                        message: format!(
-                            "the handler's output is not JSON: {:?}",
-                            out.stdout.chars().take(200).collect::<String>()
-                        ),
-                        stack: None,
-                    }),
-                ),
-            }
-        };
-        let mut logs = out.stderr;
+        let (output, error) = outcome(&ran, call.envelope, f.timeout_s);
+        let mut logs = ran.logs;
         if logs.len() > MAX_LOGS {
             let mut cut = logs.len() - MAX_LOGS;
             while !logs.is_char_boundary(cut) {
@@ -809,6 +714,195 @@ impl App {
             logs,
             version: target.version,
         })
+    }
+
+    /// Makes one call in a VM: a fresh process (exec) or a line to its persistent worker.
+    async fn run_call(&self, vm: &str, call: &Call, timeout_s: u64) -> ApiResult<Ran> {
+        if call.persistent {
+            let out = self
+                .call_worker(
+                    vm,
+                    call.argv.clone(),
+                    call.env.clone(),
+                    call.line.clone(),
+                    timeout_s,
+                )
+                .await?;
+            return Ok(Ran {
+                reply: out.line,
+                logs: out.logs,
+                exit_code: out.exit_code,
+                timed_out: out.timed_out,
+            });
+        }
+        let out = self
+            .exec_vm(
+                vm,
+                ExecVm {
+                    command: call.argv.clone(),
+                    env: call.env.clone(),
+                    stdin: Some(call.line.clone()),
+                    timeout_s: Some(timeout_s),
+                    cwd: Some("/code".into()),
+                },
+            )
+            .await?;
+        Ok(Ran {
+            reply: Some(out.stdout),
+            logs: out.stderr,
+            exit_code: Some(out.exit_code),
+            timed_out: out.timed_out,
+        })
+    }
+}
+
+/// The function's runtime; an error when this version of Hearth no longer has it.
+pub(crate) fn runtime_of(f: &FunctionRecord) -> ApiResult<&'static Runtime> {
+    runtime::find(&f.runtime).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "function {} uses the runtime {:?}, which this Hearth does not have",
+            f.name, f.runtime
+        ))
+    })
+}
+
+/// One invocation, ready to send to a VM.
+struct Call {
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// The stdin of a fresh process, or the request line of a persistent worker.
+    line: String,
+    persistent: bool,
+    /// Whether the answer is a `{"ok"|"error"}` reply (everything but native in process
+    /// mode, whose stdout is the result itself).
+    envelope: bool,
+}
+
+impl Call {
+    fn new(
+        rt: &Runtime,
+        f: &FunctionRecord,
+        mut env: BTreeMap<String, String>,
+        event: &str,
+        context: serde_json::Value,
+    ) -> Call {
+        let persistent = f.mode == "persistent";
+        let mut argv: Vec<String> = rt.command.iter().map(|a| a.to_string()).collect();
+        if rt.kind == RuntimeKind::Image {
+            argv.push(if persistent { "persistent" } else { "process" }.into());
+            argv.push(f.handler.clone());
+        }
+        let line = if persistent {
+            // The worker's environment must stay the same from call to call; what changes
+            // per call travels in the line.
+            format!("{{\"event\":{event},\"context\":{context}}}")
+        } else {
+            for (var, key) in [
+                ("HEARTH_INVOCATION_ID", "invocation_id"),
+                ("HEARTH_DEADLINE_MS", "deadline_ms"),
+                ("HEARTH_VERSION", "function_version"),
+            ] {
+                match &context[key] {
+                    serde_json::Value::String(v) => env.insert(var.into(), v.clone()),
+                    serde_json::Value::Null => None,
+                    v => env.insert(var.into(), v.to_string()),
+                };
+            }
+            event.to_string()
+        };
+        Call {
+            argv,
+            env,
+            line,
+            persistent,
+            envelope: persistent || rt.kind != RuntimeKind::Native,
+        }
+    }
+}
+
+/// What came back from a VM for one call.
+struct Ran {
+    reply: Option<String>,
+    logs: String,
+    /// Set when the process (or the persistent worker) exited.
+    exit_code: Option<i32>,
+    timed_out: bool,
+}
+
+fn fn_error(message: String, stack: Option<String>) -> Option<FnError> {
+    Some(FnError { message, stack })
+}
+
+/// The last non-empty line of `s`.
+fn last_line(s: &str) -> &str {
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// The invocation's output and error from what the VM sent back.
+fn outcome(ran: &Ran, envelope: bool, timeout_s: u64) -> (serde_json::Value, Option<FnError>) {
+    use serde_json::Value;
+    if ran.timed_out {
+        return (
+            Value::Null,
+            fn_error(
+                format!("the handler did not finish within {timeout_s} s"),
+                None,
+            ),
+        );
+    }
+    let reply = ran.reply.as_deref().unwrap_or("");
+    let exited = |code: i32| {
+        let last = last_line(&ran.logs);
+        let message = if last.is_empty() {
+            format!("the handler exited with code {code}")
+        } else {
+            last.to_string()
+        };
+        let stack = (!ran.logs.trim().is_empty()).then(|| ran.logs.clone());
+        (Value::Null, fn_error(message, stack))
+    };
+    if !envelope {
+        return match ran.exit_code {
+            Some(code) if code != 0 => exited(code),
+            _ => match serde_json::from_str::<Value>(reply.trim()) {
+                Ok(v) => (v, None),
+                Err(_) => (
+                    Value::Null,
+                    fn_error(
+                        format!(
+                            "the handler's output is not JSON: {:?}",
+                            reply.chars().take(200).collect::<String>()
+                        ),
+                        None,
+                    ),
+                ),
+            },
+        };
+    }
+    match serde_json::from_str::<Value>(last_line(reply)) {
+        Ok(Value::Object(mut m)) if m.contains_key("ok") || m.contains_key("error") => {
+            match m.remove("error") {
+                Some(Value::Null) | None => (m.remove("ok").unwrap_or(Value::Null), None),
+                Some(e) => {
+                    let text = |k: &str| e.get(k).and_then(Value::as_str).map(String::from);
+                    let message = text("message").unwrap_or_else(|| e.to_string());
+                    (Value::Null, fn_error(message, text("stack")))
+                }
+            }
+        }
+        _ => match ran.exit_code {
+            Some(code) if code != 0 => exited(code),
+            _ => (
+                Value::Null,
+                fn_error(
+                    format!(
+                        "the runtime's reply is not a result: {:?}",
+                        last_line(reply).chars().take(200).collect::<String>()
+                    ),
+                    None,
+                ),
+            ),
+        },
     }
 }
 

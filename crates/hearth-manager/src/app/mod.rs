@@ -8,6 +8,7 @@ pub mod functions;
 pub mod hosts;
 pub mod pool;
 pub mod ratelimit;
+pub mod runtimes;
 pub mod schedules;
 pub mod secrets;
 pub mod throttle;

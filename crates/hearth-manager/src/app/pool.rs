@@ -23,6 +23,8 @@ use hearth_agent_api::pb;
 use hearth_store::FunctionRecord;
 use hearth_types::vm::{CreateVm, VmState};
 
+use hearth_types::runtime::RuntimeKind;
+
 use super::App;
 use crate::error::{ApiError, ApiResult};
 
@@ -282,12 +284,13 @@ impl Pools {
 
 /// Boots a VM for the function and puts its code in place.
 async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
+    let rt = super::functions::runtime_of(f)?;
     let suffix: String = hearth_types::new_id().chars().rev().take(6).collect();
     let vm = app
         .create_vm_for(
             CreateVm {
                 name: format!("fn-{}-{suffix}", truncate(&f.name, 48)),
-                image: None,
+                image: Some(hearth_types::runtime::image_name(rt)),
                 vcpus: Some(1),
                 memory_mib: Some(f.memory_mib),
                 start: Some(true),
@@ -302,7 +305,12 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
         let code = base64::engine::general_purpose::STANDARD
             .decode(&f.code)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored code is not base64: {e}")))?;
-        app.put_file(&vm.id, "/code/handler", code, 0o755).await
+        let mode = if rt.kind == RuntimeKind::Native {
+            0o755
+        } else {
+            0o644
+        };
+        app.put_file(&vm.id, rt.code_path, code, mode).await
     };
     match ready.await {
         Ok(()) => Ok(Instance {

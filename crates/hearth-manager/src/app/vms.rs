@@ -7,6 +7,7 @@
 //! is applied only when it is newer than the stored one, so the order they arrive in does
 //! not matter.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -495,6 +496,30 @@ impl App {
             timed_out: out.timed_out,
             truncated: out.truncated,
         })
+    }
+
+    /// Sends one line to the VM's persistent worker (started from `argv` with `env` when it
+    /// is not running) and returns its answer.
+    pub(crate) async fn call_worker(
+        &self,
+        id_or_name: &str,
+        argv: Vec<String>,
+        env: BTreeMap<String, String>,
+        line: String,
+        timeout_s: u64,
+    ) -> ApiResult<pb::CallResponse> {
+        let v = self.running(id_or_name, "call").await?;
+        let agent = self.agent_for(&v).await?;
+        let mut rpc = agent.request(pb::CallRequest {
+            id: v.id.clone(),
+            argv,
+            env: env.into_iter().collect(),
+            cwd: "/code".into(),
+            line,
+            timeout_ms: timeout_s * 1000,
+        });
+        rpc.set_timeout(Duration::from_secs(timeout_s + 15));
+        Ok(agent.rpc().call(rpc).await?.into_inner())
     }
 
     /// The VM, if it is running; 409 saying what to do otherwise.

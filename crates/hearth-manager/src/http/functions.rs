@@ -19,11 +19,36 @@ use crate::error::ApiResult;
 /// The runtimes functions can use, and which are available on this installation.
 #[utoipa::path(get, path = "/v1/runtimes", tag = "functions",
     responses((status = 200, body = Page<RuntimeInfo>)))]
-pub async fn list_runtimes(State(app): State<App>) -> Json<Page<RuntimeInfo>> {
-    Json(Page {
-        items: app.runtimes(),
+pub async fn list_runtimes(State(app): State<App>) -> ApiResult<Json<Page<RuntimeInfo>>> {
+    Ok(Json(Page {
+        items: app.runtimes().await?,
         next_cursor: None,
-    })
+    }))
+}
+
+/// One runtime, with each host's image state (a build's progress).
+#[utoipa::path(get, path = "/v1/runtimes/{name}", tag = "functions",
+    params(("name" = String, Path)),
+    responses((status = 200, body = RuntimeInfo), (status = 404, body = ErrorBody)))]
+pub async fn get_runtime(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RuntimeInfo>> {
+    Ok(Json(app.runtime(&name).await?))
+}
+
+/// Builds the runtime's image on every ready host that lacks it (debootstrap from the
+/// host's Debian mirror; a minute or two). Answers at once; follow with
+/// `GET /v1/runtimes/{name}`.
+#[utoipa::path(post, path = "/v1/runtimes/{name}/build", tag = "functions",
+    params(("name" = String, Path)),
+    responses((status = 202, body = RuntimeInfo), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn build_runtime(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RuntimeInfo>)> {
+    Ok((StatusCode::ACCEPTED, Json(app.build_runtime(&name).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/functions", tag = "functions", params(ListQuery),

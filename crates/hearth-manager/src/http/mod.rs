@@ -105,6 +105,8 @@ fn api_routes() -> OpenApiRouter<App> {
 fn function_routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(functions::list_runtimes))
+        .routes(routes!(functions::get_runtime))
+        .routes(routes!(functions::build_runtime))
         .routes(routes!(
             functions::list_functions,
             functions::create_function

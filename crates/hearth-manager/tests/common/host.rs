@@ -43,6 +43,7 @@ pub async fn start_host(t: &TestApp, boot_timeout: Duration) -> Host {
         manager_url: t.url.clone(),
         join_token: Some(t.join_token().await.into()),
         data_dir: dir.path().to_path_buf(),
+        images_dir: Some(super::shared_images_dir()),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
         boot_timeout,

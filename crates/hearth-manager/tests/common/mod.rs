@@ -32,6 +32,16 @@ pub struct TestApp {
 }
 
 /// A fresh PostgreSQL database URL on the test server.
+/// One images directory for every test agent, so the default image and the runtime root
+/// filesystems are built once per checkout (`HEARTH_TEST_IMAGES_DIR` overrides it).
+pub fn shared_images_dir() -> std::path::PathBuf {
+    std::env::var_os("HEARTH_TEST_IMAGES_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hearth-test-images")
+        })
+}
+
 pub async fn fresh_postgres_url() -> String {
     use sqlx::Connection;
     let admin = std::env::var("HEARTH_TEST_POSTGRES_URL").expect(

@@ -202,7 +202,17 @@ pub async fn secret(client: Client, cmd: SecretCmd, json_out: bool) -> anyhow::R
 
 #[derive(Subcommand, Debug)]
 pub enum RuntimeCmd {
+    /// The runtimes, and whether functions can use them now
     List,
+    /// Show a runtime's image on each host
+    Get { name: String },
+    /// Build a runtime's image on every ready host (a minute or two; progress is shown)
+    Build {
+        name: String,
+        /// Start the build and return at once
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 fn show(f: &Function, json_out: bool) -> anyhow::Result<()> {
@@ -286,6 +296,7 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
                     if e.downcast_ref::<ApiFailure>()
                         .is_some_and(|f| f.code == "not_found") =>
                 {
+                    ensure_runtime(&client, &runtime).await?;
                     body["name"] = name.clone().into();
                     body["runtime"] = runtime.into();
                     client.post("/v1/functions", body).await?
@@ -649,8 +660,123 @@ async fn schedule(client: &Client, cmd: ScheduleCmd, json_out: bool) -> anyhow::
     Ok(())
 }
 
+/// Builds the runtime's image first when no host has it (deploying needs it).
+async fn ensure_runtime(client: &Client, name: &str) -> anyhow::Result<()> {
+    let Ok(rt) = client
+        .get::<RuntimeInfo>(&format!("/v1/runtimes/{}", seg(name)))
+        .await
+    else {
+        return Ok(()); // an unknown runtime: creating the function says which exist
+    };
+    if rt.available {
+        return Ok(());
+    }
+    eprintln!("The {name} runtime is not built yet; building it now (once per host).");
+    let _: RuntimeInfo = client
+        .post(&format!("/v1/runtimes/{}/build", seg(name)), json!({}))
+        .await?;
+    wait_for_build(client, name).await.map(|_| ())
+}
+
+/// Follows a runtime's build on every host, printing each new step, until none is
+/// building; fails when no host ends up with the image.
+async fn wait_for_build(client: &Client, name: &str) -> anyhow::Result<RuntimeInfo> {
+    let path = format!("/v1/runtimes/{}", seg(name));
+    let started = std::time::Instant::now();
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        let rt: RuntimeInfo = client.get(&path).await?;
+        for h in &rt.hosts {
+            let line = match h.state.as_str() {
+                "building" => h.message.clone().unwrap_or_default(),
+                "failed" => format!("failed: {}", h.error.clone().unwrap_or_default()),
+                other => other.to_string(),
+            };
+            if last.get(&h.host_id) != Some(&line) {
+                eprintln!("  [{} {:>4}s] {line}", h.host, started.elapsed().as_secs());
+                last.insert(h.host_id.clone(), line);
+            }
+        }
+        if !rt.hosts.iter().any(|h| h.state == "building") {
+            if rt.available {
+                return Ok(rt);
+            }
+            let why: Vec<String> = rt
+                .hosts
+                .iter()
+                .filter_map(|h| h.error.as_ref().map(|e| format!("{}: {e}", h.host)))
+                .collect();
+            anyhow::bail!(
+                "the {name} runtime could not be built{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            );
+        }
+        if started.elapsed() > std::time::Duration::from_secs(45 * 60) {
+            anyhow::bail!("the {name} runtime is still building after 45 minutes; check `hearth runtime get {name}`");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+}
+
+fn show_runtime(rt: &RuntimeInfo, json_out: bool) -> anyhow::Result<()> {
+    if json_out {
+        return output::json(rt);
+    }
+    fields(&[
+        ("name", rt.name.clone()),
+        ("description", rt.description.clone()),
+        ("handler", rt.handler.clone()),
+        ("image", rt.image.clone()),
+        (
+            "available",
+            rt.reason
+                .clone()
+                .map_or_else(|| "yes".into(), |r| format!("no: {r}")),
+        ),
+    ]);
+    println!();
+    table(
+        &["host", "state", "size", "detail"],
+        rt.hosts.iter().map(|h| {
+            vec![
+                h.host.clone(),
+                h.state.clone(),
+                if h.size_bytes > 0 {
+                    format!("{:.1} MiB", h.size_bytes as f64 / (1 << 20) as f64)
+                } else {
+                    String::new()
+                },
+                h.error
+                    .clone()
+                    .or_else(|| h.message.clone())
+                    .unwrap_or_default(),
+            ]
+        }),
+    );
+    Ok(())
+}
+
 pub async fn runtime(client: Client, cmd: RuntimeCmd, json_out: bool) -> anyhow::Result<()> {
     match cmd {
+        RuntimeCmd::Get { name } => {
+            let rt: RuntimeInfo = client.get(&format!("/v1/runtimes/{}", seg(&name))).await?;
+            show_runtime(&rt, json_out)?;
+        }
+        RuntimeCmd::Build { name, no_wait } => {
+            let rt: RuntimeInfo = client
+                .post(&format!("/v1/runtimes/{}/build", seg(&name)), json!({}))
+                .await?;
+            let rt = if no_wait {
+                rt
+            } else {
+                wait_for_build(&client, &name).await?
+            };
+            show_runtime(&rt, json_out)?;
+        }
         RuntimeCmd::List => {
             let page: Page<RuntimeInfo> = client.get("/v1/runtimes").await?;
             if json_out {
