@@ -144,7 +144,14 @@ async fn main() -> anyhow::Result<()> {
         manager_url: url.clone(),
         join_token: Some(token.token.into()),
         data_dir: dir.path().join("agent"),
-        images_dir: None,
+        // Runtime images are slow to build: share the test suite's cache.
+        images_dir: Some(std::env::var_os("HEARTH_IMAGES_DIR").map_or_else(
+            || {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../target/hearth-test-images")
+            },
+            std::path::PathBuf::from,
+        )),
         listen: "127.0.0.1:0".parse()?,
         advertise: None,
         boot_timeout: Duration::from_secs(300),
@@ -360,6 +367,69 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     stop_raw(raw_vm).await;
 
+    // Process against persistent mode, for native and Python.
+    const NATIVE_WORKER: &str = "#!/bin/sh\nwhile read -r l; do printf '\\036hearth-call-end\\n' >&2; echo '{\"ok\":1}'; done\n";
+    const PYTHON: &str = "def handler(event, context):\n    return {'ok': event}\n";
+    api.call(
+        reqwest::Method::POST,
+        "/v1/runtimes/python/build",
+        Some(json!({})),
+    )
+    .await?;
+    let built = Instant::now();
+    loop {
+        let rt = api
+            .call(reqwest::Method::GET, "/v1/runtimes/python", None)
+            .await?;
+        if rt["available"] == true {
+            break;
+        }
+        if rt["hosts"][0]["state"] == "failed" || built.elapsed() > Duration::from_secs(1800) {
+            bail!("the python runtime did not build: {rt}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut modes = Vec::new();
+    for (runtime, code, mode) in [
+        ("native", HANDLER, "process"),
+        ("native", NATIVE_WORKER, "persistent"),
+        ("python", PYTHON, "process"),
+        ("python", PYTHON, "persistent"),
+    ] {
+        let name = format!("{runtime}-{mode}");
+        api.call(
+            reqwest::Method::POST,
+            "/v1/functions",
+            Some(json!({"name": name, "runtime": runtime, "code": code, "mode": mode})),
+        )
+        .await?;
+        let path = format!("/v1/functions/{name}/invoke");
+        let t = Instant::now();
+        let r = api
+            .call(reqwest::Method::POST, &path, Some(json!(1)))
+            .await?;
+        let cold = t.elapsed();
+        if !r["error"].is_null() {
+            bail!("{name} failed: {r}");
+        }
+        let mut warm = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            api.call(reqwest::Method::POST, &path, Some(json!(1)))
+                .await?;
+            warm.push(t.elapsed());
+        }
+        let warm = median(warm);
+        eprintln!("  {name}: cold {} warm {}", ms(cold), ms(warm));
+        modes.push((runtime, mode, cold, warm));
+        api.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/functions/{name}"),
+            None,
+        )
+        .await?;
+    }
+
     // N at once against one alone (the median cold start above).
     let t0 = Instant::now();
     let boots = (0..parallel).map(|i| {
@@ -438,6 +508,29 @@ async fn main() -> anyhow::Result<()> {
         fn_warm,
         "report",
     );
+    let warm_of = |rt: &str, mode: &str| {
+        modes
+            .iter()
+            .find(|m| m.0 == rt && m.1 == mode)
+            .map(|m| (m.2, m.3))
+            .expect("measured")
+    };
+    for rt in ["native", "python"] {
+        let (_, process) = warm_of(rt, "process");
+        let (cold, persistent) = warm_of(rt, "persistent");
+        line(
+            &format!("{rt} warm invoke: process / persistent mode"),
+            process,
+            persistent,
+            "report",
+        );
+        line(
+            &format!("{rt} cold invoke / warm invoke (persistent)"),
+            cold,
+            persistent,
+            "report",
+        );
+    }
     for (callers, rate) in throughput {
         println!("function throughput, {callers:>2} concurrent callers: {rate:.1} invocations/s (max_instances 4)");
     }

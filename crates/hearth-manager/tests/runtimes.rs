@@ -1,5 +1,5 @@
-//! Interpreted runtimes end to end: their images built through the API (once per checkout:
-//! the test agents share one images directory), then Python, Node.js and Bash functions
+//! Runtimes end to end: images built through the API (once per checkout: the test agents
+//! share one images directory), then Python, Node.js, Bash, Rust, Go and Java functions
 //! deployed and invoked in real guests, in persistent and process mode, with their errors.
 
 mod common;
@@ -80,15 +80,18 @@ async fn build(t: &TestApp, name: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The heartbeat carries the new image to the manager; deploying needs it.
-    common::eventually(
-        Duration::from_secs(30),
-        "the runtime to be available",
-        || async {
-            let (_, rt) = t.get(&format!("/v1/runtimes/{name}")).await;
-            rt["available"] == true
-        },
-    )
-    .await;
+    let started = Instant::now();
+    loop {
+        let (_, rt) = t.get(&format!("/v1/runtimes/{name}")).await;
+        if rt["available"] == true {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the {name} runtime is built but not available: {rt}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn invoke(t: &TestApp, name: &str, event: Value) -> Value {
@@ -255,5 +258,170 @@ async fn python_node_and_bash_functions_run_in_their_runtimes() {
     assert!(r["logs"].as_str().unwrap().contains("going down"), "{r}");
     delete(&t, "sh").await;
 
+    host.shutdown().await;
+}
+
+const RUST: &str = r##"
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+pub fn handler(event: &str, context: &Context) -> Result<String, String> {
+    let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    println!("rust log {}", context.invocation_id);
+    if event.contains("fail") {
+        return Err(format!("refused {event}"));
+    }
+    Ok(format!(r#"{{"calls":{calls},"event":{event},"fn":"{}"}}"#, context.function_name))
+}
+"##;
+
+#[tokio::test]
+async fn rust_functions_compile_at_deploy_and_run() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+
+    // A compile error is the deploy's error, with the compiler's message.
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "rs", "runtime": "rust", "code": "pub fn handler( {"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not compile"),
+        "{b}"
+    );
+    let (s, _) = t.get("/v1/functions/rs").await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing is left of a failed deploy"
+    );
+
+    deploy(
+        &t,
+        json!({"name": "rs", "runtime": "rust", "code": RUST, "mode": "persistent"}),
+    )
+    .await;
+    check_runs(&t, "rs", "rust log").await;
+    let r = invoke(&t, "rs", json!("fail")).await;
+    assert_eq!(r["error"]["message"], "refused \"fail\"", "{r}");
+    set(&t, "rs", json!({"mode": "process"})).await;
+    for _ in 0..2 {
+        let r = invoke(&t, "rs", json!({})).await;
+        assert_eq!(r["output"]["calls"], 1, "a fresh process each call: {r}");
+    }
+    delete(&t, "rs").await;
+    host.shutdown().await;
+}
+
+const GO: &str = r#"package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+var calls = 0
+
+func Handler(event json.RawMessage, ctx Context) (any, error) {
+	calls++
+	fmt.Println("go log", ctx.InvocationID)
+	var e any
+	if err := json.Unmarshal(event, &e); err != nil {
+		return nil, err
+	}
+	if e == "fail" {
+		return nil, errors.New("refused")
+	}
+	return map[string]any{"calls": calls, "event": e, "fn": ctx.FunctionName}, nil
+}
+"#;
+
+#[tokio::test]
+async fn go_functions_compile_at_deploy_and_run() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "g", "runtime": "go", "code": "package main\nfunc Handler( {"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("handler.go"),
+        "the compiler's message names the file: {b}"
+    );
+    deploy(
+        &t,
+        json!({"name": "g", "runtime": "go", "code": GO, "mode": "persistent"}),
+    )
+    .await;
+    check_runs(&t, "g", "go log").await;
+    let r = invoke(&t, "g", json!("fail")).await;
+    assert_eq!(r["error"]["message"], "refused", "{r}");
+    delete(&t, "g").await;
+    host.shutdown().await;
+}
+
+const JAVA: &str = r#"
+public class Greeter {
+    static int calls = 0;
+
+    public static String handle(String event, Context context) {
+        calls++;
+        System.out.println("java log " + context.invocationId);
+        if (event.contains("fail")) {
+            throw new IllegalArgumentException("refused");
+        }
+        return "{\"calls\":" + calls + ",\"event\":" + event + ",\"fn\":\"" + context.functionName + "\"}";
+    }
+}
+"#;
+
+#[tokio::test]
+async fn java_functions_compile_at_deploy_and_run_on_a_jre() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    build(&t, "java").await;
+    let (s, b) = t
+        .post(
+            "/v1/functions",
+            json!({"name": "j", "runtime": "java", "code": "public class Greeter { oops }"}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Greeter.java"),
+        "{b}"
+    );
+    deploy(
+        &t,
+        json!({"name": "j", "runtime": "java", "code": JAVA, "handler": "Greeter.handle",
+               "memory_mib": 256, "timeout_s": 60}),
+    )
+    .await;
+    check_runs(&t, "j", "java log").await;
+    let r = invoke(&t, "j", json!("fail")).await;
+    assert_eq!(
+        r["error"]["message"], "java.lang.IllegalArgumentException: refused",
+        "{r}"
+    );
+    assert!(r["error"]["stack"]
+        .as_str()
+        .unwrap()
+        .contains("Greeter.handle"));
+    delete(&t, "j").await;
     host.shutdown().await;
 }

@@ -21,6 +21,10 @@ pub enum RuntimeKind {
     Native,
     /// Source run by an interpreter in a Debian root filesystem built for the runtime.
     Image,
+    /// Source compiled by the manager, at deploy, into a static executable that speaks the
+    /// runtime protocol in both modes (started as `/code/handler MODE`), in the default image.
+    /// (An image runtime may be compiled too: Java's shim is compiled into the code's jar.)
+    Compiled,
 }
 
 #[derive(Debug)]
@@ -33,6 +37,8 @@ pub struct Runtime {
     pub kind: RuntimeKind,
     /// Debian packages the root filesystem adds to a minimal base.
     pub packages: &'static [&'static str],
+    /// Whether the manager compiles the code at deploy (see the manager's `compile`).
+    pub compiled: bool,
     /// Where the function's code is written in the guest.
     pub code_path: &'static str,
     /// How the shim is started; the mode and the handler follow.
@@ -50,6 +56,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler",
         kind: RuntimeKind::Native,
         packages: &[],
+        compiled: false,
         code_path: "/code/handler",
         command: &["/code/handler"],
     },
@@ -60,6 +67,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["python3"],
+        compiled: false,
         code_path: "/code/handler.py",
         command: &["python3", "-u", "/opt/hearth/shim.py"],
     },
@@ -70,6 +78,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["nodejs"],
+        compiled: false,
         code_path: "/code/handler.js",
         command: &["node", "/opt/hearth/shim.js"],
     },
@@ -80,6 +89,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["ruby"],
+        compiled: false,
         code_path: "/code/handler.rb",
         command: &["ruby", "/opt/hearth/shim.rb"],
     },
@@ -90,6 +100,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["php-cli"],
+        compiled: false,
         code_path: "/code/handler.php",
         command: &["php", "-d", "display_errors=stderr", "/opt/hearth/shim.php"],
     },
@@ -100,6 +111,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["perl"],
+        compiled: false,
         code_path: "/code/handler.pl",
         command: &["perl", "/opt/hearth/shim.pl"],
     },
@@ -110,6 +122,7 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["lua5.4", "lua-cjson"],
+        compiled: false,
         code_path: "/code/handler.lua",
         command: &["lua5.4", "/opt/hearth/shim.lua"],
     },
@@ -120,8 +133,51 @@ pub const RUNTIMES: &[Runtime] = &[
         default_handler: "handler.handler",
         kind: RuntimeKind::Image,
         packages: &["jq"],
+        compiled: false,
         code_path: "/code/handler.sh",
         command: &["bash", "/opt/hearth/shim.sh"],
+    },
+    Runtime {
+        name: "rust",
+        description: "Rust (the manager's stable toolchain), compiled at deploy to a static binary",
+        handler_help: "ignored; the code defines pub fn handler(event: &str, context: &Context) -> Result<String, String>, JSON text in and out",
+        default_handler: "handler",
+        kind: RuntimeKind::Compiled,
+        packages: &[],
+        compiled: true,
+        code_path: "/code/handler",
+        command: &["/code/handler"],
+    },
+    Runtime {
+        name: "go",
+        description: "Go (the manager's toolchain), compiled at deploy to a static binary",
+        handler_help: "ignored; the code (package main) defines func Handler(event json.RawMessage, ctx Context) (any, error)",
+        default_handler: "Handler",
+        kind: RuntimeKind::Compiled,
+        packages: &[],
+        compiled: true,
+        code_path: "/code/handler",
+        command: &["/code/handler"],
+    },
+    Runtime {
+        name: "java",
+        description: "Java 17, compiled by the manager at deploy, run on a JRE (Debian root filesystem)",
+        handler_help: "Class.method (default Handler.handle: public static String handle(String event, Context context), JSON text in and out)",
+        default_handler: "Handler.handle",
+        kind: RuntimeKind::Image,
+        packages: &["openjdk-17-jre-headless"],
+        compiled: true,
+        code_path: "/code/handler.jar",
+        command: &[
+            "java",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:-UsePerfData",
+            "-Xss512k",
+            "-cp",
+            "/code/handler.jar",
+            "HearthMain",
+        ],
     },
 ];
 
@@ -132,7 +188,7 @@ pub fn find(name: &str) -> Option<&'static Runtime> {
 /// The image a runtime's VMs boot.
 pub fn image_name(r: &Runtime) -> String {
     match r.kind {
-        RuntimeKind::Native => "default".into(),
+        RuntimeKind::Native | RuntimeKind::Compiled => "default".into(),
         RuntimeKind::Image => format!("runtime-{}", r.name),
     }
 }
@@ -157,8 +213,13 @@ mod tests {
             assert!(!r.command.is_empty(), "{}", r.name);
             if r.kind == RuntimeKind::Image {
                 assert!(!r.packages.is_empty(), "{}", r.name);
-                assert!(r.command.iter().any(|a| a.starts_with("/opt/hearth/")));
+                // The shim is in the image, or compiled into the code.
+                assert!(r.compiled || r.command.iter().any(|a| a.starts_with("/opt/hearth/")));
             }
+            assert_eq!(
+                r.kind == RuntimeKind::Compiled,
+                r.compiled && r.packages.is_empty()
+            );
         }
         assert_eq!(image_name(find("python").unwrap()), "runtime-python");
         assert!(find("cobol").is_none());

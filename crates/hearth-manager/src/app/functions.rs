@@ -445,6 +445,7 @@ impl App {
         };
         set_code(&mut f, &code);
         check(&f)?;
+        self.compile_if_needed(rt, &code).await?;
         self.store().insert_function(&f).await?;
         Ok(view(f))
     }
@@ -467,6 +468,7 @@ impl App {
     pub async fn update_function(&self, name: &str, req: UpdateFunction) -> ApiResult<Function> {
         let mut f = self.store().function(name).await?;
         if let Some(code) = code_bytes(req.code, req.code_base64)? {
+            self.compile_if_needed(runtime_of(&f)?, &code).await?;
             set_code(&mut f, &code);
         }
         if let Some(h) = req.handler {
@@ -716,6 +718,26 @@ impl App {
         })
     }
 
+    /// For a compiled runtime, builds the code now: a compile error fails the deploy.
+    async fn compile_if_needed(&self, rt: &Runtime, code: &[u8]) -> ApiResult<()> {
+        if rt.compiled {
+            super::compile::artifact(&self.config().data_dir, rt.name, code).await?;
+        }
+        Ok(())
+    }
+
+    /// What a function VM runs: the stored code, or for a compiled runtime its binary.
+    pub(crate) async fn executable(&self, f: &FunctionRecord) -> ApiResult<Vec<u8>> {
+        let code = base64::engine::general_purpose::STANDARD
+            .decode(&f.code)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored code is not base64: {e}")))?;
+        let rt = runtime_of(f)?;
+        if rt.compiled {
+            return super::compile::artifact(&self.config().data_dir, rt.name, &code).await;
+        }
+        Ok(code)
+    }
+
     /// Makes one call in a VM: a fresh process (exec) or a line to its persistent worker.
     async fn run_call(&self, vm: &str, call: &Call, timeout_s: u64) -> ApiResult<Ran> {
         if call.persistent {
@@ -788,8 +810,10 @@ impl Call {
     ) -> Call {
         let persistent = f.mode == "persistent";
         let mut argv: Vec<String> = rt.command.iter().map(|a| a.to_string()).collect();
-        if rt.kind == RuntimeKind::Image {
+        if rt.kind != RuntimeKind::Native {
             argv.push(if persistent { "persistent" } else { "process" }.into());
+        }
+        if rt.kind == RuntimeKind::Image {
             argv.push(f.handler.clone());
         }
         let line = if persistent {

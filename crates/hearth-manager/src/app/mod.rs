@@ -4,6 +4,7 @@
 //! whose API keys) live here too.
 
 pub mod auth;
+pub mod compile;
 pub mod functions;
 pub mod hosts;
 pub mod pool;

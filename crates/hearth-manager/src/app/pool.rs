@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use hearth_agent_api::pb;
 use hearth_store::FunctionRecord;
 use hearth_types::vm::{CreateVm, VmState};
@@ -302,13 +301,11 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
     let ready = async {
         app.wait_vm(&vm.id, VmState::Running, BOOT_TIMEOUT_S)
             .await?;
-        let code = base64::engine::general_purpose::STANDARD
-            .decode(&f.code)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored code is not base64: {e}")))?;
-        let mode = if rt.kind == RuntimeKind::Native {
-            0o755
-        } else {
+        let code = app.executable(f).await?;
+        let mode = if rt.kind == RuntimeKind::Image {
             0o644
+        } else {
+            0o755
         };
         app.put_file(&vm.id, rt.code_path, code, mode).await
     };

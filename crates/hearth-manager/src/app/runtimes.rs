@@ -35,19 +35,34 @@ fn reported(rt: &Runtime, hosts: &[Host]) -> RuntimeInfo {
             }
         })
         .collect();
-    // Native code needs only the default image every host builds at start.
-    let ready = rt.kind == RuntimeKind::Native
-        || on_hosts
-            .iter()
-            .zip(hosts)
-            .any(|(r, h)| r.state == "ready" && h.status == HostStatus::Up);
-    let reason = (!ready).then(|| {
-        format!(
-            "its image is not built on any ready host yet: run `hearth runtime build {}` \
-             (POST /v1/runtimes/{}/build)",
-            rt.name, rt.name
-        )
-    });
+    // Native and compiled code need only the default image every host builds at start; a
+    // compiled runtime needs its compiler on the manager.
+    let (ready, reason) = match rt.kind {
+        RuntimeKind::Native => (true, None),
+        RuntimeKind::Compiled => match super::compile::toolchain(rt.name) {
+            Ok(()) => (true, None),
+            Err(why) => (false, Some(why)),
+        },
+        RuntimeKind::Image => {
+            let ready = on_hosts
+                .iter()
+                .zip(hosts)
+                .any(|(r, h)| r.state == "ready" && h.status == HostStatus::Up);
+            let why = format!(
+                "its image is not built on any ready host yet: run `hearth runtime build {}` \
+                 (POST /v1/runtimes/{}/build)",
+                rt.name, rt.name
+            );
+            match (ready, rt.compiled) {
+                (false, _) => (false, Some(why)),
+                (true, true) => match super::compile::toolchain(rt.name) {
+                    Ok(()) => (true, None),
+                    Err(why) => (false, Some(why)),
+                },
+                (true, false) => (true, None),
+            }
+        }
+    };
     RuntimeInfo {
         name: rt.name.into(),
         description: rt.description.into(),
@@ -125,7 +140,12 @@ impl App {
                 }
             }
         }
-        if info.hosts.iter().any(|h| h.state == "ready") {
+        if info
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not built"))
+            && info.hosts.iter().any(|h| h.state == "ready")
+        {
             info.available = true;
             info.reason = None;
         }
