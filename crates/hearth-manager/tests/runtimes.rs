@@ -152,6 +152,38 @@ async fn check_runs(t: &TestApp, name: &str, log: &str) {
     );
 }
 
+/// A compiled runtime: broken code fails the deploy with the compiler's message (naming
+/// `diagnostic`) and leaves nothing; then `function` deploys, keeps state across calls in
+/// persistent mode and reports a refused event as `refused`.
+async fn check_compiled(
+    t: &TestApp,
+    function: Value,
+    broken: &str,
+    diagnostic: &str,
+    refused: &str,
+) {
+    let name = function["name"].as_str().unwrap().to_string();
+    let mut bad = function.clone();
+    bad["code"] = broken.into();
+    let (s, b) = t.post("/v1/functions", bad).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not compile") && message.contains(diagnostic),
+        "{b}"
+    );
+    let (s, _) = t.get(&format!("/v1/functions/{name}")).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing is left of a failed deploy"
+    );
+    deploy(t, function).await;
+    check_runs(t, &name, &format!("{name} log")).await;
+    let r = invoke(t, &name, json!("fail")).await;
+    assert_eq!(r["error"]["message"], refused, "{r}");
+}
+
 #[tokio::test]
 async fn python_node_and_bash_functions_run_in_their_runtimes() {
     let t = TestApp::spawn(common::Db::Sqlite).await;
@@ -278,43 +310,20 @@ pub fn handler(event: &str, context: &Context) -> Result<String, String> {
 async fn rust_functions_compile_at_deploy_and_run() {
     let t = TestApp::spawn(common::Db::Sqlite).await;
     let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
-
-    // A compile error is the deploy's error, with the compiler's message.
-    let (s, b) = t
-        .post(
-            "/v1/functions",
-            json!({"name": "rs", "runtime": "rust", "code": "pub fn handler( {"}),
-        )
-        .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not compile"),
-        "{b}"
-    );
-    let (s, _) = t.get("/v1/functions/rs").await;
-    assert_eq!(
-        s,
-        StatusCode::NOT_FOUND,
-        "nothing is left of a failed deploy"
-    );
-
-    deploy(
+    check_compiled(
         &t,
-        json!({"name": "rs", "runtime": "rust", "code": RUST, "mode": "persistent"}),
+        json!({"name": "rust", "runtime": "rust", "code": RUST, "mode": "persistent"}),
+        "pub fn handler( {",
+        "function.rs",
+        "refused \"fail\"",
     )
     .await;
-    check_runs(&t, "rs", "rust log").await;
-    let r = invoke(&t, "rs", json!("fail")).await;
-    assert_eq!(r["error"]["message"], "refused \"fail\"", "{r}");
-    set(&t, "rs", json!({"mode": "process"})).await;
+    set(&t, "rust", json!({"mode": "process"})).await;
     for _ in 0..2 {
-        let r = invoke(&t, "rs", json!({})).await;
+        let r = invoke(&t, "rust", json!({})).await;
         assert_eq!(r["output"]["calls"], 1, "a fresh process each call: {r}");
     }
-    delete(&t, "rs").await;
+    delete(&t, "rust").await;
     host.shutdown().await;
 }
 
@@ -346,29 +355,15 @@ func Handler(event json.RawMessage, ctx Context) (any, error) {
 async fn go_functions_compile_at_deploy_and_run() {
     let t = TestApp::spawn(common::Db::Sqlite).await;
     let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
-    let (s, b) = t
-        .post(
-            "/v1/functions",
-            json!({"name": "g", "runtime": "go", "code": "package main\nfunc Handler( {"}),
-        )
-        .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("handler.go"),
-        "the compiler's message names the file: {b}"
-    );
-    deploy(
+    check_compiled(
         &t,
-        json!({"name": "g", "runtime": "go", "code": GO, "mode": "persistent"}),
+        json!({"name": "go", "runtime": "go", "code": GO, "mode": "persistent"}),
+        "package main\nfunc Handler( {",
+        "handler.go",
+        "refused",
     )
     .await;
-    check_runs(&t, "g", "go log").await;
-    let r = invoke(&t, "g", json!("fail")).await;
-    assert_eq!(r["error"]["message"], "refused", "{r}");
-    delete(&t, "g").await;
+    delete(&t, "go").await;
     host.shutdown().await;
 }
 
@@ -392,36 +387,20 @@ async fn java_functions_compile_at_deploy_and_run_on_a_jre() {
     let t = TestApp::spawn(common::Db::Sqlite).await;
     let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
     build(&t, "java").await;
-    let (s, b) = t
-        .post(
-            "/v1/functions",
-            json!({"name": "j", "runtime": "java", "code": "public class Greeter { oops }"}),
-        )
-        .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Greeter.java"),
-        "{b}"
-    );
-    deploy(
+    check_compiled(
         &t,
-        json!({"name": "j", "runtime": "java", "code": JAVA, "handler": "Greeter.handle",
+        json!({"name": "java", "runtime": "java", "code": JAVA, "handler": "Greeter.handle",
                "memory_mib": 256, "timeout_s": 60}),
+        "public class Greeter { oops }",
+        "Greeter.java",
+        "java.lang.IllegalArgumentException: refused",
     )
     .await;
-    check_runs(&t, "j", "java log").await;
-    let r = invoke(&t, "j", json!("fail")).await;
-    assert_eq!(
-        r["error"]["message"], "java.lang.IllegalArgumentException: refused",
-        "{r}"
-    );
+    let r = invoke(&t, "java", json!("fail")).await;
     assert!(r["error"]["stack"]
         .as_str()
         .unwrap()
         .contains("Greeter.handle"));
-    delete(&t, "j").await;
+    delete(&t, "java").await;
     host.shutdown().await;
 }
