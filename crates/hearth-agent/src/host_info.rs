@@ -2,18 +2,28 @@
 //! report goes out with every heartbeat and answers `GetHostInfo`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hearth_agent_api::pb;
-use hearth_types::host::Resources;
+use hearth_types::host::{Resources, VmmInfo};
 
 use crate::accel::AccelState;
 use crate::image::Images;
+
+/// How long a look at the installed VMMs (which runs each binary for its version) stays
+/// good; a VMM installed meanwhile shows up within this.
+const VMM_REFRESH: Duration = Duration::from_secs(60);
+
+type Discovery = Option<(Instant, bool, Vec<VmmInfo>)>;
 
 #[derive(Clone)]
 pub struct HostProbe {
     data_dir: PathBuf,
     accel: AccelState,
     images: Images,
+    /// The last VMM discovery: when, for which KVM state, and what it found.
+    vmms: Arc<Mutex<Discovery>>,
 }
 
 impl HostProbe {
@@ -22,13 +32,31 @@ impl HostProbe {
             data_dir: data_dir.to_path_buf(),
             accel,
             images,
+            vmms: Arc::default(),
         }
+    }
+
+    async fn vmms(&self, kvm_usable: bool) -> Vec<VmmInfo> {
+        let cached = self
+            .vmms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, kvm, _)| *kvm == kvm_usable && at.elapsed() < VMM_REFRESH)
+            .map(|(_, _, v)| v.clone());
+        if let Some(v) = cached {
+            return v;
+        }
+        let found = hearth_vmm::discover_vmms(kvm_usable).await;
+        *self.vmms.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), kvm_usable, found.clone()));
+        found
     }
 
     pub async fn report(&self) -> pb::HostInfo {
         let accelerators = self.accel.report();
         let kvm_usable = accelerators.iter().any(|a| a.name == "kvm" && a.usable);
-        let vmms = hearth_vmm::discover_vmms(kvm_usable).await;
+        let vmms = self.vmms(kvm_usable).await;
         pb::HostInfo {
             hostname: nix::unistd::gethostname()
                 .ok()
