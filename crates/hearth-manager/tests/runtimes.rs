@@ -271,6 +271,43 @@ async fn python_node_and_bash_functions_run_in_their_runtimes() {
     );
     delete(&t, "py").await;
 
+    // Several files: a tar.gz unpacked into /code.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("handler.py"),
+        "import helper\ndef handler(event, context):\n    return helper.shout(event)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("helper.py"),
+        "def shout(s):\n    return s.upper() + '!'\n",
+    )
+    .unwrap();
+    let tgz = dir.path().join("code.tgz");
+    let ok = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .args([
+            "-C",
+            dir.path().to_str().unwrap(),
+            "handler.py",
+            "helper.py",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar");
+    use base64::Engine;
+    let code = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&tgz).unwrap());
+    deploy(
+        &t,
+        json!({"name": "pkg", "runtime": "python", "code_base64": code}),
+    )
+    .await;
+    let r = invoke(&t, "pkg", json!("hi")).await;
+    assert_eq!(r["output"], "HI!", "{r}");
+    delete(&t, "pkg").await;
+
     deploy(&t, json!({"name": "js", "runtime": "node", "code": NODE})).await;
     check_runs(&t, "js", "node log").await;
     set(&t, "js", json!({"handler": "handler.boom"})).await;

@@ -65,7 +65,9 @@ pub struct CreateFunction {
     /// Source text (scripting runtimes).
     #[serde(default)]
     pub code: Option<String>,
-    /// The code as base64 (an executable for `native`).
+    /// The code as base64: the one file (an executable for `native`), or a tar or tar.gz
+    /// archive that is unpacked into /code (with the handler's file at its top; not for the
+    /// compiled runtimes).
     #[serde(default)]
     pub code_base64: Option<String>,
     /// What to call; its meaning depends on the runtime (default per runtime).

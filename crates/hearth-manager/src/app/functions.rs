@@ -721,6 +721,12 @@ impl App {
     /// For a compiled runtime, builds the code now: a compile error fails the deploy.
     async fn compile_if_needed(&self, rt: &Runtime, code: &[u8]) -> ApiResult<()> {
         if rt.compiled {
+            if archive_kind(code).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "the {} runtime takes one source file, not an archive",
+                    rt.name
+                )));
+            }
             super::compile::artifact(&self.config().data_dir, rt.name, code).await?;
         }
         Ok(())
@@ -775,6 +781,18 @@ impl App {
             exit_code: Some(out.exit_code),
             timed_out: out.timed_out,
         })
+    }
+}
+
+/// Whether code is an archive to unpack into /code rather than one file, and tar's flag
+/// for it: `-x` for a tar, `-xz` for a gzipped one.
+pub(crate) fn archive_kind(code: &[u8]) -> Option<&'static str> {
+    if code.starts_with(&[0x1f, 0x8b]) {
+        Some("-xz")
+    } else if code.get(257..262) == Some(b"ustar") {
+        Some("-x")
+    } else {
+        None
     }
 }
 

@@ -302,12 +302,17 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
         app.wait_vm(&vm.id, VmState::Running, BOOT_TIMEOUT_S)
             .await?;
         let code = app.executable(f).await?;
-        let mode = if rt.kind == RuntimeKind::Image {
-            0o644
-        } else {
-            0o755
-        };
-        app.put_file(&vm.id, rt.code_path, code, mode).await
+        match super::functions::archive_kind(&code) {
+            Some(flag) if !rt.compiled => unpack(app, &vm.id, code, flag).await,
+            _ => {
+                let mode = if rt.kind == RuntimeKind::Image {
+                    0o644
+                } else {
+                    0o755
+                };
+                app.put_file(&vm.id, rt.code_path, code, mode).await
+            }
+        }
     };
     match ready.await {
         Ok(()) => Ok(Instance {
@@ -321,6 +326,34 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
             Err(e)
         }
     }
+}
+
+/// Puts a code archive into the VM and unpacks it into /code (`flag` tells tar how it is
+/// compressed).
+async fn unpack(app: &App, vm: &str, archive: Vec<u8>, flag: &str) -> ApiResult<()> {
+    const BUNDLE: &str = "/code/.bundle";
+    app.put_file(vm, BUNDLE, archive, 0o600).await?;
+    let out = app
+        .exec_vm(
+            vm,
+            hearth_types::vm::ExecVm {
+                command: ["tar", flag, "-f", BUNDLE, "-C", "/code"]
+                    .map(String::from)
+                    .to_vec(),
+                env: Default::default(),
+                stdin: None,
+                timeout_s: Some(60),
+                cwd: None,
+            },
+        )
+        .await?;
+    if out.exit_code != 0 {
+        return Err(ApiError::Conflict(format!(
+            "the code archive did not unpack: {}",
+            out.stderr.trim()
+        )));
+    }
+    Ok(())
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -25,7 +25,8 @@ pub enum FnCmd {
         name: String,
         #[arg(long)]
         runtime: String,
-        /// The code: a source file, or an executable for `native`
+        /// The code: a source file, an executable for `native`, or a directory (sent as a
+        /// tar.gz and unpacked into /code; the handler's file at its top)
         #[arg(long)]
         code: PathBuf,
         #[arg(long)]
@@ -264,15 +265,32 @@ pub async fn function(client: Client, cmd: FnCmd, json_out: bool) -> anyhow::Res
             idle_ttl,
             rate_limit,
         } => {
-            let bytes =
-                std::fs::read(&code).with_context(|| format!("reading {}", code.display()))?;
+            let bytes = if code.is_dir() {
+                let out = std::process::Command::new("tar")
+                    .arg("-czf")
+                    .arg("-")
+                    .arg("-C")
+                    .arg(&code)
+                    .arg(".")
+                    .output()
+                    .with_context(|| format!("packing {} with tar", code.display()))?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "packing {}: {}",
+                    code.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                out.stdout
+            } else {
+                std::fs::read(&code).with_context(|| format!("reading {}", code.display()))?
+            };
             let mut body = json!({
                 "handler": handler, "mode": mode, "memory_mib": memory, "timeout_s": timeout,
                 "min_warm": min_warm, "max_instances": max_instances, "idle_ttl_s": idle_ttl,
                 "rate_limit_per_s": rate_limit,
             });
             match String::from_utf8(bytes.clone()) {
-                Ok(text) if runtime != "native" => body["code"] = text.into(),
+                Ok(text) if runtime != "native" && !code.is_dir() => body["code"] = text.into(),
                 _ => {
                     body["code_base64"] = base64::engine::general_purpose::STANDARD
                         .encode(&bytes)
