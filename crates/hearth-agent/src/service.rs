@@ -167,6 +167,24 @@ impl Agent for AgentService {
             .map_err(status)
     }
 
+    async fn pause_vm(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmStatus>, Status> {
+        self.authorize(&req)?;
+        self.vms
+            .pause(&req.into_inner().id, true)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn resume_vm(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmStatus>, Status> {
+        self.authorize(&req)?;
+        self.vms
+            .pause(&req.into_inner().id, false)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
     async fn delete_vm(
         &self,
         req: Request<pb::VmRef>,

@@ -35,6 +35,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/v1/vms/{id}/start", "operator"),
     ("POST", "/v1/vms/{id}/stop", "operator"),
     ("POST", "/v1/vms/{id}/reboot", "operator"),
+    ("POST", "/v1/vms/{id}/pause", "operator"),
+    ("POST", "/v1/vms/{id}/resume", "operator"),
     ("GET", "/v1/vms/{id}/wait", "viewer"),
     ("POST", "/v1/vms/{id}/exec", "operator"),
     ("GET", "/v1/vms/{id}/console", "viewer"),

@@ -353,3 +353,48 @@ async fn a_vm_whose_qemu_dies_or_never_answers_is_failed_with_its_console_tail()
     impatient.shutdown().await;
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_paused_vm_answers_nothing_until_resumed() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    let (s, vm) = t.post("/v1/vms", json!({"name": "p1"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{vm}");
+    let (s, vm) = wait(&t, "p1", "running", 150).await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+
+    // Paused: exec is refused, and says why.
+    let (s, vm) = t.post("/v1/vms/p1/pause", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+    assert_eq!(vm["state"], "paused");
+    let (s, again) = t.post("/v1/vms/p1/pause", json!({})).await;
+    assert_eq!((s, &again["state"]), (StatusCode::OK, &json!("paused")));
+    let (s, b) = t
+        .post("/v1/vms/p1/exec", json!({"command": ["true"]}))
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("paused"),
+        "{b}"
+    );
+
+    // Resumed: it answers again, its processes intact.
+    let (s, vm) = t.post("/v1/vms/p1/resume", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+    assert_eq!(vm["state"], "running");
+    let out = exec(&t, "p1", json!({"command": ["echo", "back"]})).await;
+    assert_eq!(out["stdout"], "back\n");
+
+    // A paused VM still stops (gracefully: it is resumed first).
+    let (s, _) = t.post("/v1/vms/p1/pause", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = t.post("/v1/vms/p1/stop", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let (s, vm) = wait(&t, "p1", "stopped", 60).await;
+    assert_eq!(s, StatusCode::OK, "{vm}");
+    for op in ["pause", "resume"] {
+        let (s, b) = t.post(&format!("/v1/vms/p1/{op}"), json!({})).await;
+        assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    }
+    host.shutdown().await;
+}

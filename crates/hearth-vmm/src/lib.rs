@@ -102,6 +102,10 @@ pub trait VmControl: Send + Sync {
     async fn guest_stream(&self) -> Result<Box<dyn GuestIo>, VmmError>;
     /// Asks the guest to power off as if its power button was pressed.
     async fn power_off(&self) -> Result<(), VmmError>;
+    /// Freezes the guest's vCPUs (its memory and devices stay as they are).
+    async fn pause(&self) -> Result<(), VmmError>;
+    /// Lets a paused guest run again.
+    async fn resume(&self) -> Result<(), VmmError>;
     /// Kills the VMM. The exit future resolves soon after.
     fn kill(&self);
 }

@@ -224,6 +224,18 @@ impl VmControl for QemuControl {
         Ok(())
     }
 
+    async fn pause(&self) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
+        qmp.execute("stop", None).await?;
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
+        qmp.execute("cont", None).await?;
+        Ok(())
+    }
+
     fn kill(&self) {
         let _ = self.kill.try_send(());
     }

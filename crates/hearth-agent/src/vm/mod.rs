@@ -57,6 +57,8 @@ enum Command {
     Start(VmSpec, oneshot::Sender<Result<pb::VmStatus, VmError>>),
     Stop(bool, oneshot::Sender<Result<pb::VmStatus, VmError>>),
     Reboot(oneshot::Sender<Result<pb::VmStatus, VmError>>),
+    /// Pause (true) or resume (false).
+    Pause(bool, oneshot::Sender<Result<pb::VmStatus, VmError>>),
     Delete(oneshot::Sender<Result<(), VmError>>),
 }
 
@@ -127,6 +129,11 @@ impl Vms {
 
     pub async fn reboot(&self, id: &str) -> Result<pb::VmStatus, VmError> {
         self.send(id, Command::Reboot).await
+    }
+
+    /// Pauses (or with `pause` false, resumes) a VM.
+    pub async fn pause(&self, id: &str, pause: bool) -> Result<pb::VmStatus, VmError> {
+        self.send(id, |tx| Command::Pause(pause, tx)).await
     }
 
     /// Kills the VM if it runs and removes its run dir. Deleting an unknown VM succeeds.

@@ -1,10 +1,10 @@
 //! The one task that owns a VM: its VMM process, its guest channel and its state.
 //!
 //! ```text
-//!            Start                 guest answers
-//! creating ───────▶ starting ─────────────────▶ running
-//! stopped  ───────▶    │  QEMU dies / no answer     │ Stop: guest shutdown → ACPI → kill
-//! failed   ───────▶    ▼                            ▼
+//!            Start                 guest answers          Pause
+//! creating ───────▶ starting ─────────────────▶ running ◀─────▶ paused
+//! stopped  ───────▶    │  QEMU dies / no answer     │  Resume      │ Stop (resumes first)
+//! failed   ───────▶    ▼                            ▼              ▼
 //!                    failed ◀── QEMU dies ──── stopping ──▶ stopped
 //! ```
 //!
@@ -218,6 +218,10 @@ impl Owner {
                 };
                 let _ = reply.send(r);
             }
+            Command::Pause(pause, reply) => {
+                let r = self.pause(pause).await;
+                let _ = reply.send(r);
+            }
             Command::Delete(_) => unreachable!("handled in run"),
         }
     }
@@ -322,8 +326,38 @@ impl Owner {
         }
     }
 
+    /// Freezes a running VM, or lets a paused one run; asking for the state it is in is a
+    /// no-op.
+    async fn pause(&mut self, pause: bool) -> Result<pb::VmStatus, VmError> {
+        let (from, to, op) = if pause {
+            (VmState::Running, VmState::Paused, "pause")
+        } else {
+            (VmState::Paused, VmState::Running, "resume")
+        };
+        let state = self.state();
+        if state == to {
+            return Ok(self.status.borrow().clone());
+        }
+        if state != from {
+            return Err(VmError::WrongState { state, op });
+        }
+        let control = self
+            .process
+            .as_ref()
+            .map(|p| p.control.clone())
+            .ok_or_else(|| VmError::Failed("the VM has no VMM running".into()))?;
+        let done = if pause {
+            control.pause().await
+        } else {
+            control.resume().await
+        };
+        done.map_err(|e| VmError::Failed(format!("the VMM did not {op}: {e}")))?;
+        self.set(to, None);
+        Ok(self.status.borrow().clone())
+    }
+
     /// Graceful unless `force`: the guest agent's shutdown, then ACPI power-off, then kill,
-    /// each step bounded.
+    /// each step bounded. A paused VM is resumed first, so that it can shut down.
     async fn stop(&mut self, force: bool) -> Result<pb::VmStatus, VmError> {
         let state = self.state();
         if matches!(state, VmState::Stopped | VmState::Creating) {
@@ -335,6 +369,11 @@ impl Owner {
             return Ok(self.status.borrow().clone());
         }
         self.boot = None;
+        if state == VmState::Paused && !force {
+            if let Some(p) = &self.process {
+                let _ = p.control.resume().await;
+            }
+        }
         self.set(VmState::Stopping, None);
         let mut done = false;
         if !force {

@@ -411,6 +411,37 @@ impl App {
         self.vm(&v.id).await
     }
 
+    /// Pauses a running VM (or with `pause` false, resumes a paused one): its vCPUs stop,
+    /// its memory stays. A paused VM answers nothing until it is resumed.
+    pub async fn pause_vm(&self, id_or_name: &str, pause: bool) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        let (from, to, op) = if pause {
+            (VmState::Running, VmState::Paused, "paused")
+        } else {
+            (VmState::Paused, VmState::Running, "resumed")
+        };
+        if state == to {
+            return self.vm(&v.id).await;
+        }
+        if state != from {
+            return Err(ApiError::Conflict(format!(
+                "VM {} is {state}: only a {from} VM can be {op}",
+                v.name
+            )));
+        }
+        let agent = self.agent_for(&v).await?;
+        let req = agent.request(pb::VmRef { id: v.id.clone() });
+        let s = if pause {
+            agent.rpc().pause_vm(req).await
+        } else {
+            agent.rpc().resume_vm(req).await
+        }?
+        .into_inner();
+        self.observe(&v.id, &observed(&s)).await?;
+        self.vm(&v.id).await
+    }
+
     /// Waits until the VM is in `state`: 408 at the timeout, 409 when it failed (or was
     /// stopped while waiting for it to run).
     pub async fn wait_vm(&self, id_or_name: &str, state: VmState, timeout_s: u64) -> ApiResult<Vm> {

@@ -88,6 +88,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::start_vm))
         .routes(routes!(vms::stop_vm))
         .routes(routes!(vms::reboot_vm))
+        .routes(routes!(vms::pause_vm))
+        .routes(routes!(vms::resume_vm))
         .routes(routes!(vms::wait_vm))
         .routes(routes!(vms::exec_vm))
         .routes(routes!(vms::console_vm))

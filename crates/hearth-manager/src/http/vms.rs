@@ -124,6 +124,21 @@ pub async fn stop_vm(
     ))
 }
 
+/// Pause a running VM: its vCPUs stop and its memory stays; exec and the other guest calls
+/// answer 409 until it is resumed.
+#[utoipa::path(post, path = "/v1/vms/{id}/pause", tag = "vms", params(("id" = String, Path, description = "VM id or name")),
+    responses((status = 200, body = Vm), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn pause_vm(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(app.pause_vm(&id, true).await?))
+}
+
+/// Resume a paused VM.
+#[utoipa::path(post, path = "/v1/vms/{id}/resume", tag = "vms", params(("id" = String, Path, description = "VM id or name")),
+    responses((status = 200, body = Vm), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resume_vm(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(app.pause_vm(&id, false).await?))
+}
+
 /// Stop a running VM gracefully and start it again.
 #[utoipa::path(post, path = "/v1/vms/{id}/reboot", tag = "vms", params(("id" = String, Path, description = "VM id or name")),
     responses((status = 202, body = Vm), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -62,6 +62,14 @@ pub enum VmCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Freeze a running VM (its memory stays; nothing runs until resume)
+    Pause {
+        vm: String,
+    },
+    /// Let a paused VM run again
+    Resume {
+        vm: String,
+    },
     Delete {
         vm: String,
     },
@@ -253,6 +261,18 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             if w {
                 v = wait(&client, &v.id, "running", 120).await?;
             }
+            show(&v, json_out)?;
+        }
+        VmCmd::Pause { vm } => {
+            let v: Vm = client
+                .post(&format!("/v1/vms/{}/pause", seg(&vm)), json!({}))
+                .await?;
+            show(&v, json_out)?;
+        }
+        VmCmd::Resume { vm } => {
+            let v: Vm = client
+                .post(&format!("/v1/vms/{}/resume", seg(&vm)), json!({}))
+                .await?;
             show(&v, json_out)?;
         }
         VmCmd::Delete { vm } => {
