@@ -36,6 +36,11 @@ impl HostProbe {
         }
     }
 
+    /// Resolves when the images change (the report should go out now).
+    pub async fn images_changed(&self) {
+        self.images.changed().await
+    }
+
     async fn vmms(&self, kvm_usable: bool) -> Vec<VmmInfo> {
         let cached = self
             .vmms

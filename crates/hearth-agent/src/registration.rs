@@ -130,9 +130,11 @@ impl Registrar {
         cancel: CancellationToken,
     ) {
         loop {
+            // A new image (a runtime just built) is reported at once: deploys wait on it.
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+                _ = self.probe.images_changed() => {}
             }
             match self.heartbeat(&identity).await {
                 Ok(next) => every = next,

@@ -17,6 +17,8 @@ use hearth_agent_api::pb;
 #[derive(Clone, Default)]
 pub struct Images {
     by_name: Arc<RwLock<BTreeMap<String, BootImage>>>,
+    /// Signalled on every insert, so the manager hears of a new image at once.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Images {
@@ -25,6 +27,12 @@ impl Images {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), image);
+        self.changed.notify_one();
+    }
+
+    /// Resolves after the next insert (or at once if one happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     pub fn get(&self, name: &str) -> Option<BootImage> {

@@ -5,8 +5,8 @@
 //!
 //! An image is named by a hash of its recipe (release, packages, shim), so a change rebuilds
 //! it and an unchanged one is found again after a restart. Downloaded packages are kept in a
-//! cache beside the images, and a lock file lets agents that share an images directory build
-//! each image once.
+//! cache beside the images; one lock file serialises the builds of every agent that shares
+//! an images directory, so each image is built once and the cache has one writer.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -99,9 +99,10 @@ pub fn build(
     let image = image_path(images_dir, rt)?;
     let dir = image.parent().expect("under runtimes/").to_path_buf();
     std::fs::create_dir_all(&dir)?;
-    let lock = std::fs::File::create(dir.join(format!("{}.lock", rt.name)))?;
+    let lock = std::fs::File::create(dir.join("build.lock"))?;
+    progress("waiting for other builds in this images directory");
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking the {} build: {e}", rt.name))?;
+        .map_err(|(_, e)| anyhow::anyhow!("locking the images directory: {e}"))?;
     if image.is_file() {
         return Ok(image);
     }

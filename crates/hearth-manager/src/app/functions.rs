@@ -398,11 +398,16 @@ impl App {
             ))
         })?;
         let info = self.runtimes().await?;
-        if let Some(reason) = info
+        let unavailable = info
             .iter()
             .find(|r| r.name == rt.name)
-            .and_then(|r| r.reason.clone())
-        {
+            .and_then(|r| r.reason.clone());
+        // The hosts' last reports may predate a build that just finished: ask them.
+        let unavailable = match unavailable {
+            Some(_) if rt.kind == RuntimeKind::Image => self.runtime(rt.name).await?.reason,
+            other => other,
+        };
+        if let Some(reason) = unavailable {
             return Err(ApiError::Conflict(format!(
                 "the {} runtime is not available: {reason}",
                 rt.name
