@@ -397,16 +397,9 @@ impl App {
                 runtime::names()
             ))
         })?;
-        let info = self.runtimes().await?;
-        let unavailable = info
-            .iter()
-            .find(|r| r.name == rt.name)
-            .and_then(|r| r.reason.clone());
-        // The hosts' last reports may predate a build that just finished: ask them.
-        let unavailable = match unavailable {
-            Some(_) if rt.kind == RuntimeKind::Image => self.runtime(rt.name).await?.reason,
-            other => other,
-        };
+        // Asks the hosts for an image runtime: their last reports may predate a build that
+        // just finished.
+        let unavailable = self.runtime(rt.name).await?.reason;
         if let Some(reason) = unavailable {
             return Err(ApiError::Conflict(format!(
                 "the {} runtime is not available: {reason}",
@@ -672,14 +665,7 @@ impl App {
         env.extend(self.secret_env(&secrets_of(f)).await?);
         env.insert("HEARTH_FUNCTION".into(), f.name.clone());
         env.insert("HEARTH_MEMORY_MIB".into(), f.memory_mib.to_string());
-        let context = serde_json::json!({
-            "invocation_id": invocation_id,
-            "function_name": f.name,
-            "function_version": target.version,
-            "deadline_ms": deadline,
-            "memory_limit_mib": f.memory_mib,
-        });
-        let call = Call::new(rt, f, env, &event, context);
+        let call = Call::new(rt, f, env, &event, &invocation_id, target.version, deadline);
         // A warm VM that turns out broken (its host restarted, it was deleted) is retired and
         // the call tried once more; a VM booted for this call gets no second chance.
         let mut attempts = 0;
@@ -829,7 +815,9 @@ impl Call {
         f: &FunctionRecord,
         mut env: BTreeMap<String, String>,
         event: &str,
-        context: serde_json::Value,
+        invocation_id: &str,
+        version: Option<u32>,
+        deadline_ms: i64,
     ) -> Call {
         let persistent = f.mode == "persistent";
         let mut argv: Vec<String> = rt.command.iter().map(|a| a.to_string()).collect();
@@ -842,18 +830,19 @@ impl Call {
         let line = if persistent {
             // The worker's environment must stay the same from call to call; what changes
             // per call travels in the line.
+            let context = serde_json::json!({
+                "invocation_id": invocation_id,
+                "function_name": f.name,
+                "function_version": version,
+                "deadline_ms": deadline_ms,
+                "memory_limit_mib": f.memory_mib,
+            });
             format!("{{\"event\":{event},\"context\":{context}}}")
         } else {
-            for (var, key) in [
-                ("HEARTH_INVOCATION_ID", "invocation_id"),
-                ("HEARTH_DEADLINE_MS", "deadline_ms"),
-                ("HEARTH_VERSION", "function_version"),
-            ] {
-                match &context[key] {
-                    serde_json::Value::String(v) => env.insert(var.into(), v.clone()),
-                    serde_json::Value::Null => None,
-                    v => env.insert(var.into(), v.to_string()),
-                };
+            env.insert("HEARTH_INVOCATION_ID".into(), invocation_id.into());
+            env.insert("HEARTH_DEADLINE_MS".into(), deadline_ms.to_string());
+            if let Some(v) = version {
+                env.insert("HEARTH_VERSION".into(), v.to_string());
             }
             event.to_string()
         };

@@ -17,10 +17,10 @@ fn unknown(name: &str) -> ApiError {
     ))
 }
 
-/// What the hosts' reports say of `rt`, without asking the agents.
-fn reported(rt: &Runtime, hosts: &[Host]) -> RuntimeInfo {
+/// `rt`'s image on each host, as the hosts last reported.
+fn reported(rt: &Runtime, hosts: &[Host]) -> Vec<RuntimeHost> {
     let image = runtime::image_name(rt);
-    let on_hosts: Vec<RuntimeHost> = hosts
+    hosts
         .iter()
         .map(|h| {
             let img = h.images.iter().find(|i| i.name == image);
@@ -34,41 +34,36 @@ fn reported(rt: &Runtime, hosts: &[Host]) -> RuntimeInfo {
                 elapsed_ms: 0,
             }
         })
-        .collect();
-    // Native and compiled code need only the default image every host builds at start; a
-    // compiled runtime needs its compiler on the manager.
-    let (ready, reason) = match rt.kind {
-        RuntimeKind::Native => (true, None),
-        RuntimeKind::Compiled => match super::compile::toolchain(rt.name) {
-            Ok(()) => (true, None),
-            Err(why) => (false, Some(why)),
-        },
-        RuntimeKind::Image => {
-            let ready = on_hosts
-                .iter()
-                .zip(hosts)
-                .any(|(r, h)| r.state == "ready" && h.status == HostStatus::Up);
-            let why = format!(
-                "its image is not built on any ready host yet: run `hearth runtime build {}` \
-                 (POST /v1/runtimes/{}/build)",
-                rt.name, rt.name
-            );
-            match (ready, rt.compiled) {
-                (false, _) => (false, Some(why)),
-                (true, true) => match super::compile::toolchain(rt.name) {
-                    Ok(()) => (true, None),
-                    Err(why) => (false, Some(why)),
-                },
-                (true, false) => (true, None),
-            }
-        }
+        .collect()
+}
+
+/// `rt` with its image's state on each host (`on_hosts`, in the order of `hosts`), and
+/// whether functions can use it: an image runtime needs its image ready on a host that is
+/// up, a compiled one its compiler on the manager; native code needs only the default image
+/// every host builds at start.
+fn info(rt: &Runtime, on_hosts: Vec<RuntimeHost>, hosts: &[Host]) -> RuntimeInfo {
+    let image_ready = rt.kind != RuntimeKind::Image
+        || on_hosts
+            .iter()
+            .zip(hosts)
+            .any(|(r, h)| r.state == "ready" && h.status == HostStatus::Up);
+    let reason = if !image_ready {
+        Some(format!(
+            "its image is not built on any ready host yet: run `hearth runtime build {}` \
+             (POST /v1/runtimes/{}/build)",
+            rt.name, rt.name
+        ))
+    } else if rt.compiled {
+        super::compile::toolchain(rt.name).err()
+    } else {
+        None
     };
     RuntimeInfo {
         name: rt.name.into(),
         description: rt.description.into(),
         handler: rt.handler_help.into(),
-        image,
-        available: ready,
+        image: runtime::image_name(rt),
+        available: reason.is_none(),
         reason,
         hosts: on_hosts,
     }
@@ -78,7 +73,10 @@ impl App {
     /// Every runtime, as the hosts last reported.
     pub async fn runtimes(&self) -> ApiResult<Vec<RuntimeInfo>> {
         let hosts = self.hosts_for_placement().await?;
-        Ok(RUNTIMES.iter().map(|rt| reported(rt, &hosts)).collect())
+        Ok(RUNTIMES
+            .iter()
+            .map(|rt| info(rt, reported(rt, &hosts), &hosts))
+            .collect())
     }
 
     /// One runtime, with each ready host asked for its image's state (a build's progress).
@@ -94,14 +92,14 @@ impl App {
     async fn runtime_on_hosts(&self, name: &str, start: bool) -> ApiResult<RuntimeInfo> {
         let rt = runtime::find(name).ok_or_else(|| unknown(name))?;
         let hosts = self.hosts_for_placement().await?;
-        let mut info = reported(rt, &hosts);
+        let mut on_hosts = reported(rt, &hosts);
         if rt.kind != RuntimeKind::Image {
             if start {
                 return Err(ApiError::bad_request(format!(
                     "the {name} runtime needs no image; deploy functions with it directly"
                 )));
             }
-            return Ok(info);
+            return Ok(info(rt, on_hosts, &hosts));
         }
         let ready: Vec<&Host> = hosts
             .iter()
@@ -127,7 +125,7 @@ impl App {
         for res in futures_util::future::join_all(asks).await {
             match res {
                 Ok((host_id, st)) => {
-                    if let Some(entry) = info.hosts.iter_mut().find(|e| e.host_id == host_id) {
+                    if let Some(entry) = on_hosts.iter_mut().find(|e| e.host_id == host_id) {
                         entry.state = st.state;
                         entry.message = (!st.message.is_empty()).then_some(st.message);
                         entry.error = (!st.error.is_empty()).then_some(st.error);
@@ -140,15 +138,6 @@ impl App {
                 }
             }
         }
-        if info
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("not built"))
-            && info.hosts.iter().any(|h| h.state == "ready")
-        {
-            info.available = true;
-            info.reason = None;
-        }
-        Ok(info)
+        Ok(info(rt, on_hosts, &hosts))
     }
 }
