@@ -122,6 +122,12 @@ impl From<&pb::HostInfo> for hearth_types::host::HostReport {
                     size_bytes: i.size_bytes,
                 })
                 .collect(),
+            disk: h.disk.as_ref().map(|d| hearth_types::host::HostDisk {
+                vm_disks_bytes: d.vm_disks_bytes,
+                snapshots_bytes: d.snapshots_bytes,
+                free_bytes: d.free_bytes,
+                total_bytes: d.total_bytes,
+            }),
         }
     }
 }

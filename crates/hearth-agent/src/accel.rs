@@ -187,6 +187,8 @@ pub async fn probe(qemu: PathBuf, image: &BootImage, run_dir: &Path) -> KvmVerdi
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         rootfs: None,
+        disk: None,
+        incoming: None,
         vcpus: 1,
         memory_mib: 128,
         accel: Accel::Kvm,

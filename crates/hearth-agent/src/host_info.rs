@@ -72,6 +72,25 @@ impl HostProbe {
             accelerators: accelerators.into_iter().map(Into::into).collect(),
             vmms: vmms.into_iter().map(Into::into).collect(),
             images: self.images.report(),
+            disk: Some(self.disk_use()),
+        }
+    }
+
+    /// What VM disks and snapshots take in the data dir, and what its file system has left.
+    fn disk_use(&self) -> pb::DiskUse {
+        let (vm_disks_bytes, snapshots_bytes) =
+            crate::vm::files::Roots::new(&self.data_dir).usage();
+        let (free_bytes, total_bytes) = nix::sys::statvfs::statvfs(&self.data_dir)
+            .map(|s| {
+                let f = s.fragment_size();
+                (s.blocks_available() * f, s.blocks() * f)
+            })
+            .unwrap_or((0, 0));
+        pb::DiskUse {
+            vm_disks_bytes,
+            snapshots_bytes,
+            free_bytes,
+            total_bytes,
         }
     }
 }

@@ -126,6 +126,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         accel: accel.clone(),
         images: images.clone(),
         run_root,
+        files: vm::files::Roots::new(&config.data_dir),
         boot_timeout: config.boot_timeout,
         reports: reports_tx,
     });

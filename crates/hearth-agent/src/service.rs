@@ -100,7 +100,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The one mapping of agent errors to gRPC codes (the manager maps codes to HTTP).
 pub fn status(e: VmError) -> Status {
     match e {
-        VmError::NotFound(_) => Status::not_found(e.to_string()),
+        VmError::NotFound(_) | VmError::NoSnapshot(_) => Status::not_found(e.to_string()),
+        VmError::Incompatible(_) => Status::failed_precondition(e.to_string()),
         VmError::WrongState { .. } => Status::failed_precondition(e.to_string()),
         VmError::Busy(_) => Status::resource_exhausted(e.to_string()),
         VmError::Invalid(m) => Status::invalid_argument(m),
@@ -164,6 +165,46 @@ impl Agent for AgentService {
             .reboot(&req.into_inner().id)
             .await
             .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn snapshot_vm(
+        &self,
+        req: Request<pb::SnapshotVmRequest>,
+    ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        self.vms
+            .snapshot(&r.vm_id, &r.snapshot_id)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn restore_vm(
+        &self,
+        req: Request<pb::RestoreVmRequest>,
+    ) -> Result<Response<pb::VmStatus>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        let spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        self.vms
+            .restore(spec.into(), &r.snapshot_id)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::SnapshotRef>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        self.authorize(&req)?;
+        self.vms
+            .delete_snapshot(&req.into_inner().id)
+            .map(|()| Response::new(pb::DeleteSnapshotResponse {}))
             .map_err(status)
     }
 
@@ -473,6 +514,7 @@ impl Agent for AgentService {
             cwd: (!r.cwd.is_empty()).then_some(r.cwd),
             line: r.line,
             timeout_ms: timeout.as_millis() as u64,
+            start_only: r.start_only,
         };
         // The guest kills the worker at the timeout; this bound covers a guest that hangs.
         match call_within(&guest, &greq, timeout.as_secs() + 10, "answer the call").await? {

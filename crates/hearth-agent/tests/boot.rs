@@ -48,6 +48,8 @@ async fn boots_a_guest_and_serves_the_protocol() {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         rootfs: None,
+        disk: None,
+        incoming: None,
         vcpus: 1,
         memory_mib: 256,
         accel: Accel::Tcg,

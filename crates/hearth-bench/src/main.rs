@@ -196,6 +196,8 @@ async fn main() -> anyhow::Result<()> {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         rootfs: None,
+        disk: None,
+        incoming: None,
         vcpus: 1,
         memory_mib: 256,
         accel,

@@ -49,6 +49,10 @@ pub enum Request {
         /// The worker is killed after this long; none when 0.
         #[serde(default)]
         timeout_ms: u64,
+        /// Only make sure the worker runs (a function's VM warming up before its snapshot):
+        /// nothing is sent, and the answer has no line.
+        #[serde(default)]
+        start_only: bool,
     },
     /// Resource use of the guest.
     Metrics,
@@ -68,9 +72,15 @@ pub enum Request {
         #[serde(default)]
         append: bool,
     },
-    /// Sets the hostname (a clone after a restore gets its own).
-    SetHostname {
+    /// Told to a guest restored from a snapshot, before anything else: it takes the clone's
+    /// own hostname, mixes fresh entropy into its RNG (a clone must not repeat its origin's
+    /// random numbers), sets its clock, and counts the restore in `/run/hearth/restored`.
+    Restored {
         hostname: String,
+        /// Base64, from the host's RNG.
+        entropy: String,
+        /// The host's wall clock, in ms since the Unix epoch.
+        now_ms: i64,
     },
     /// Powers the guest off (or reboots it) after syncing disks.
     Shutdown {

@@ -1,8 +1,9 @@
 //! PID 1 duties: mounts, modules, hostname, and the switch to a root filesystem.
 //!
-//! With `hearth.rootfs=DEV` on the kernel command line (a runtime or Debian image), DEV is
-//! mounted read-only under a tmpfs overlay and becomes `/`: the guest agent keeps running as
-//! PID 1, and everything it starts sees that filesystem, writable, with the base untouched.
+//! With `hearth.rootfs=SERIAL` and/or `hearth.disk=SERIAL` on the kernel command line, `/`
+//! becomes an overlay of a read-only base (the image, or the initramfs) and a writable upper
+//! layer (the VM's disk, or memory): the guest agent keeps running as PID 1, and everything
+//! it starts sees that filesystem, writable, with the base untouched. `/tmp` stays in memory.
 
 use std::path::Path;
 
@@ -62,41 +63,78 @@ pub fn as_pid1() {
     let _ = std::process::Command::new("/bin/ip")
         .args(["link", "set", "lo", "up"])
         .status();
-    if let Some(dev) = cmdline
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("hearth.rootfs="))
-    {
-        match switch_root(dev) {
-            Ok(()) => crate::log(&format!(
-                "root filesystem: {dev} (read-only, tmpfs overlay)"
-            )),
+    let arg = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix(key))
+            .map(str::to_string)
+    };
+    let rootfs = arg("hearth.rootfs=");
+    let disk = arg("hearth.disk=");
+    if rootfs.is_some() || disk.is_some() {
+        match switch_root(rootfs.as_deref(), disk.as_deref()) {
+            Ok(what) => crate::log(&format!("root filesystem: {what}")),
             Err(e) => crate::log(&format!("staying in the initramfs: {e}")),
         }
     }
 }
 
-/// Makes `dev` (ext4) the root, under a tmpfs overlay, and moves the pseudo filesystems
-/// into it.
-fn switch_root(dev: &str) -> Result<(), String> {
+/// The block device whose virtio serial number is `serial`, waiting (bounded) for it.
+fn disk_by_serial(serial: &str) -> Result<String, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !Path::new(dev).exists() {
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/sys/block") {
+            for e in entries.flatten() {
+                let s = std::fs::read_to_string(e.path().join("serial")).unwrap_or_default();
+                if s.trim() == serial {
+                    return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
         if std::time::Instant::now() > deadline {
-            return Err(format!("{dev} did not appear"));
+            return Err(format!("no disk with serial {serial} appeared"));
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Makes an overlay the root and moves the pseudo filesystems into it. Its lower layer is
+/// the read-only image with serial `rootfs` (a runtime or Debian image), or the initramfs
+/// itself; its upper layer is the VM's own disk (serial `disk`, ext4) when it has one, so
+/// changes survive a restart and go into snapshots, and guest memory otherwise.
+fn switch_root(rootfs: Option<&str>, disk: Option<&str>) -> Result<String, String> {
     let m = |src: &str, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>| {
         let _ = std::fs::create_dir_all(target);
         mount(Some(src), target, fstype, flags, data).map_err(|e| format!("mount {target}: {e}"))
     };
-    m(dev, "/mnt/lower", Some("ext4"), MsFlags::MS_RDONLY, None)?;
-    m(
-        "tmpfs",
-        "/mnt/rw",
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )?;
+    let lower = match rootfs {
+        Some(serial) => {
+            let dev = disk_by_serial(serial)?;
+            m(&dev, "/mnt/lower", Some("ext4"), MsFlags::MS_RDONLY, None)?;
+            format!("{dev} (read-only)")
+        }
+        None => {
+            m("/", "/mnt/lower", None, MsFlags::MS_BIND, None)?;
+            "the initramfs".to_string()
+        }
+    };
+    let upper = match disk {
+        Some(serial) => {
+            let dev = disk_by_serial(serial)?;
+            m(&dev, "/mnt/rw", Some("ext4"), MsFlags::MS_NOATIME, None)?;
+            format!("{dev}")
+        }
+        None => {
+            m(
+                "tmpfs",
+                "/mnt/rw",
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some("mode=0755"),
+            )?;
+            "memory".to_string()
+        }
+    };
     for d in ["/mnt/rw/upper", "/mnt/rw/work"] {
         std::fs::create_dir_all(d).map_err(|e| format!("{d}: {e}"))?;
     }
@@ -115,6 +153,42 @@ fn switch_root(dev: &str) -> Result<(), String> {
         .map_err(|e| format!("moving the new root: {e}"))?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir: {e}"))?;
+    Ok(format!("{lower}, changes on {upper}"))
+}
+
+/// Takes on a restored clone's identity: its hostname, fresh randomness, the current time.
+/// Each restore is counted in `/run/hearth/restored` ("COUNT HOSTNAME").
+pub fn restored(hostname: &str, entropy: &[u8], now_ms: i64) -> Result<(), String> {
+    use std::io::Write;
+    nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname: {e}"))?;
+    let mut rng = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    rng.write_all(entropy)
+        .map_err(|e| format!("writing entropy: {e}"))?;
+    // RNDRESEEDCRNG: make the kernel's generator use what was just mixed in, now.
+    nix::ioctl_none!(reseed_crng, b'R', 0x07);
+    // SAFETY: an argument-less ioctl on an open /dev/urandom.
+    if let Err(e) = unsafe { reseed_crng(std::os::fd::AsRawFd::as_raw_fd(&rng)) } {
+        crate::log(&format!("reseeding the RNG: {e}"));
+    }
+    let ts =
+        nix::sys::time::TimeSpec::new(now_ms.div_euclid(1000), now_ms.rem_euclid(1000) * 1_000_000);
+    if let Err(e) = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
+        crate::log(&format!("setting the clock: {e}"));
+    }
+    let path = "/run/hearth/restored";
+    let count = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let _ = std::fs::create_dir_all("/run/hearth");
+    std::fs::write(path, format!("{count} {hostname}\n")).map_err(|e| format!("{path}: {e}"))?;
+    crate::log(&format!(
+        "restored from a snapshot as {hostname} (restore {count})"
+    ));
     Ok(())
 }
 

@@ -220,12 +220,14 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
             cwd,
             line,
             timeout_ms,
+            start_only,
         } => crate::worker::call(crate::worker::CallSpec {
             argv,
             env,
             cwd,
             line,
             timeout_ms,
+            start_only,
         }),
         Request::Metrics => Response::Metrics(crate::sysinfo::sample()),
         Request::ReadFile { path } => match std::fs::read(&path) {
@@ -257,10 +259,17 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
                 message: format!("data is not base64: {e}"),
             },
         },
-        Request::SetHostname { hostname } => match nix::unistd::sethostname(&hostname) {
-            Ok(()) => Response::Ok,
+        Request::Restored {
+            hostname,
+            entropy,
+            now_ms,
+        } => match b64.decode(entropy.as_bytes()) {
+            Ok(entropy) => match crate::init::restored(&hostname, &entropy, now_ms) {
+                Ok(()) => Response::Ok,
+                Err(message) => Response::Error { message },
+            },
             Err(e) => Response::Error {
-                message: format!("sethostname: {e}"),
+                message: format!("entropy is not base64: {e}"),
             },
         },
         Request::Shutdown { reboot } => {

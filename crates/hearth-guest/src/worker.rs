@@ -31,6 +31,8 @@ pub struct CallSpec {
     pub cwd: Option<String>,
     pub line: String,
     pub timeout_ms: u64,
+    /// Start the worker (if it is not running) and send nothing.
+    pub start_only: bool,
 }
 
 type Key = (Vec<String>, BTreeMap<String, String>, Option<String>);
@@ -84,6 +86,14 @@ pub fn call(spec: CallSpec) -> Response {
         }
     }
     let w = slot.as_mut().expect("started above");
+    if spec.start_only {
+        return Response::Called {
+            line: None,
+            logs: w.take_logs(Duration::ZERO),
+            code: None,
+            timed_out: false,
+        };
+    }
     let sent = w
         .stdin
         .write_all(spec.line.as_bytes())
@@ -256,6 +266,7 @@ mod tests {
             cwd: None,
             line: line.into(),
             timeout_ms,
+            start_only: false,
         })
     }
 

@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use hearth_types::function::ColdStart;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
@@ -28,12 +30,19 @@ pub struct FnName {
     pub function: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ColdLabels {
+    pub function: String,
+    /// `boot` or `snapshot`.
+    pub from: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: HistogramFamily,
     fn_invocations: Family<FnLabels, Counter>,
-    fn_cold_starts: Family<FnName, Counter>,
+    fn_cold_starts: Family<ColdLabels, Counter>,
     fn_duration: Family<FnName, Histogram, fn() -> Histogram>,
 }
 
@@ -58,7 +67,7 @@ impl Default for Metrics {
             http_latency.clone(),
         );
         let fn_invocations = Family::<FnLabels, Counter>::default();
-        let fn_cold_starts = Family::<FnName, Counter>::default();
+        let fn_cold_starts = Family::<ColdLabels, Counter>::default();
         let fn_duration: Family<FnName, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -68,7 +77,7 @@ impl Default for Metrics {
         );
         registry.register(
             "function_cold_starts",
-            "Function invocations that booted a VM",
+            "Function invocations that started a VM, by how (boot or snapshot)",
             fn_cold_starts.clone(),
         );
         registry.register(
@@ -93,7 +102,13 @@ impl Metrics {
         self.http_latency.get_or_create(&labels).observe(seconds);
     }
 
-    pub fn function_invoked(&self, function: &str, ok: bool, cold: bool, duration_ms: u64) {
+    pub fn function_invoked(
+        &self,
+        function: &str,
+        ok: bool,
+        cold: Option<ColdStart>,
+        duration_ms: u64,
+    ) {
         let name = FnName {
             function: function.to_string(),
         };
@@ -103,8 +118,17 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.into(),
             })
             .inc();
-        if cold {
-            self.fn_cold_starts.get_or_create(&name).inc();
+        if let Some(from) = cold {
+            self.fn_cold_starts
+                .get_or_create(&ColdLabels {
+                    function: function.to_string(),
+                    from: match from {
+                        ColdStart::Boot => "boot",
+                        ColdStart::Snapshot => "snapshot",
+                    }
+                    .into(),
+                })
+                .inc();
         }
         self.fn_duration
             .get_or_create(&name)

@@ -1,5 +1,6 @@
 //! Functions and their invocations.
 
+use hearth_types::function::ColdStart;
 use sqlx::any::AnyRow;
 
 use crate::{col, now_ms, paged, unique, Paged, Result, Store, StoreError};
@@ -32,6 +33,7 @@ pub struct FunctionRecord {
     pub invocations_total: u64,
     pub errors_total: u64,
     pub cold_starts_total: u64,
+    pub snapshot_cold_starts_total: u64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -47,7 +49,8 @@ pub struct InvocationRecord {
     pub error: Option<String>,
     pub logs: String,
     pub duration_ms: u64,
-    pub cold_start: bool,
+    /// None for a warm start.
+    pub cold_start: Option<ColdStart>,
     pub created_at_ms: i64,
     /// The published version that served it (none: the latest, unpublished).
     pub version: Option<u32>,
@@ -55,7 +58,7 @@ pub struct InvocationRecord {
 
 const COLS: &str = "id, name, runtime, handler, mode, memory_mib, timeout_s, env, min_warm, \
                     max_instances, idle_ttl_s, code, code_sha256, code_size, invocations_total, \
-                    errors_total, cold_starts_total, created_at, updated_at, secrets, \
+                    errors_total, cold_starts_total, snapshot_cold_starts_total, created_at, updated_at, secrets, \
                     rate_limit_per_s";
 
 fn function(row: &AnyRow) -> Result<FunctionRecord> {
@@ -80,6 +83,7 @@ fn function(row: &AnyRow) -> Result<FunctionRecord> {
         invocations_total: u("invocations_total")?,
         errors_total: u("errors_total")?,
         cold_starts_total: u("cold_starts_total")?,
+        snapshot_cold_starts_total: u("snapshot_cold_starts_total")?,
         created_at_ms: col(row, "created_at")?,
         updated_at_ms: col(row, "updated_at")?,
     })
@@ -97,7 +101,11 @@ fn invocation(row: &AnyRow) -> Result<InvocationRecord> {
         error: col(row, "error")?,
         logs: col(row, "logs")?,
         duration_ms: col::<i64>(row, "duration_ms")? as u64,
-        cold_start: col::<i64>(row, "cold_start")? != 0,
+        cold_start: match col::<i64>(row, "cold_start")? {
+            0 => None,
+            2 => Some(ColdStart::Snapshot),
+            _ => Some(ColdStart::Boot),
+        },
         created_at_ms: col(row, "created_at")?,
         version: col::<Option<i64>>(row, "version")?.map(|v| v as u32),
     })
@@ -107,7 +115,7 @@ impl Store {
     pub async fn insert_function(&self, f: &FunctionRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO functions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, 0, 0, 0, $15, $15, $16, $17)"
+             $11, $12, $13, $14, 0, 0, 0, 0, $15, $15, $16, $17)"
         ))
         .bind(&f.id)
         .bind(&f.name)
@@ -225,7 +233,7 @@ impl Store {
         .bind(&i.error)
         .bind(&i.logs)
         .bind(i.duration_ms as i64)
-        .bind(i64::from(i.cold_start))
+        .bind(cold_start_code(i.cold_start))
         .bind(i.created_at_ms)
         .bind(i.version.map(i64::from))
         .execute(&self.pool)
@@ -237,12 +245,13 @@ impl Store {
     async fn count_invocation(&self, i: &InvocationRecord) -> Result<()> {
         sqlx::query(
             "UPDATE functions SET invocations_total = invocations_total + 1, \
-             errors_total = errors_total + $2, cold_starts_total = cold_starts_total + $3 \
-             WHERE id = $1",
+             errors_total = errors_total + $2, cold_starts_total = cold_starts_total + $3, \
+             snapshot_cold_starts_total = snapshot_cold_starts_total + $4 WHERE id = $1",
         )
         .bind(&i.function_id)
         .bind(i64::from(i.status != "ok"))
-        .bind(i64::from(i.cold_start))
+        .bind(i64::from(i.cold_start.is_some()))
+        .bind(i64::from(i.cold_start == Some(ColdStart::Snapshot)))
         .execute(&self.pool)
         .await?;
         sqlx::query(
@@ -311,6 +320,15 @@ fn schedule(row: &AnyRow) -> Result<ScheduleRecord> {
 }
 
 const SCHEDULE_COLS: &str = "id, function_id, expr, event, next_run_at, last_run_at, created_at";
+
+/// `invocations.cold_start`: 0 warm, 1 booted, 2 restored from a snapshot.
+fn cold_start_code(c: Option<ColdStart>) -> i64 {
+    match c {
+        None => 0,
+        Some(ColdStart::Boot) => 1,
+        Some(ColdStart::Snapshot) => 2,
+    }
+}
 
 /// The insert of a queued invocation, for the pool or a transaction to run.
 fn insert_queued<'q>(
@@ -402,7 +420,7 @@ impl Store {
         .bind(&i.error)
         .bind(&i.logs)
         .bind(i.duration_ms as i64)
-        .bind(i64::from(i.cold_start))
+        .bind(cold_start_code(i.cold_start))
         .bind(i.version.map(i64::from))
         .execute(&self.pool)
         .await?;

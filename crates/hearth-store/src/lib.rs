@@ -14,6 +14,7 @@ mod events;
 mod functions;
 mod hosts;
 mod secrets;
+mod snapshots;
 mod vms;
 
 use std::str::FromStr;
@@ -30,6 +31,7 @@ pub use functions::{
 };
 pub use hosts::{HostRecord, NewHost};
 pub use secrets::SecretRecord;
+pub use snapshots::SnapshotRecord;
 pub use vms::{Observed, VmRecord};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,8 @@ pub struct VmRecord {
     pub image: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// The VM's own disk (0: none).
+    pub disk_mib: u64,
     pub vmm: String,
     pub state: String,
     pub desired_state: String,
@@ -42,7 +44,7 @@ pub struct Observed {
 
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
-                    updated_at, started_at, function_id";
+                    updated_at, started_at, function_id, disk_mib";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -64,6 +66,7 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         updated_at_ms: col(row, "updated_at")?,
         started_at_ms: col(row, "started_at")?,
         function_id: col(row, "function_id")?,
+        disk_mib: col::<i64>(row, "disk_mib")? as u64,
     })
 }
 
@@ -75,7 +78,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18)"
+             $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -95,6 +98,7 @@ impl Store {
         .bind(v.updated_at_ms)
         .bind(v.started_at_ms)
         .bind(&v.function_id)
+        .bind(v.disk_mib as i64)
         .execute(&self.pool)
         .await
         .map_err(|e| unique(e, name_taken(&v.name)))?;

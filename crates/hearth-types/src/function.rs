@@ -129,6 +129,16 @@ pub struct FnError {
     pub stack: Option<String>,
 }
 
+/// How a cold start got its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ColdStart {
+    /// A VM booted, and the code was put in place.
+    Boot,
+    /// A VM restored from the function's snapshot, code loaded and worker started.
+    Snapshot,
+}
+
 /// The answer of `POST /v1/functions/{name}/invoke`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InvokeResult {
@@ -138,8 +148,10 @@ pub struct InvokeResult {
     pub output: serde_json::Value,
     pub error: Option<FnError>,
     pub duration_ms: u64,
-    /// Whether a VM was booted for this call.
+    /// Whether a VM was started for this call.
     pub cold_start: bool,
+    /// How that VM started, when it was.
+    pub cold_start_from: Option<ColdStart>,
     /// What the handler wrote to stderr (bounded).
     pub logs: String,
     /// The published version that ran (none: the latest, unpublished code).
@@ -158,6 +170,7 @@ pub struct Invocation {
     pub error: Option<FnError>,
     pub duration_ms: u64,
     pub cold_start: bool,
+    pub cold_start_from: Option<ColdStart>,
     pub logs: String,
     pub version: Option<u32>,
     pub at: DateTime<Utc>,
@@ -175,6 +188,8 @@ pub struct FunctionMetrics {
     pub invocations: u64,
     pub errors: u64,
     pub cold_starts: u64,
+    /// Of those, how many restored the function's snapshot instead of booting.
+    pub cold_starts_from_snapshot: u64,
     /// Over the retained invocations.
     pub duration_ms_p50: u64,
     pub duration_ms_p90: u64,

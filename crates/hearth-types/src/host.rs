@@ -60,6 +60,8 @@ pub struct Host {
     pub vmms: Vec<VmmInfo>,
     /// The images this host can boot.
     pub images: Vec<HostImage>,
+    /// Disk use of VM disks and snapshots, as last reported.
+    pub disk: Option<HostDisk>,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
@@ -88,6 +90,17 @@ pub struct HostReport {
     pub vmms: Vec<VmmInfo>,
     #[serde(default)]
     pub images: Vec<HostImage>,
+    #[serde(default)]
+    pub disk: Option<HostDisk>,
+}
+
+/// The agent's data dir's file system: what VM disks and snapshots take, what is left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostDisk {
+    pub vm_disks_bytes: u64,
+    pub snapshots_bytes: u64,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
 }
 
 /// An image an agent has.

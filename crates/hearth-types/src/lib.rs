@@ -9,6 +9,7 @@ pub mod error;
 pub mod function;
 pub mod host;
 pub mod runtime;
+pub mod snapshot;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -113,6 +113,9 @@ pub struct Vm {
     pub image: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// The VM's own writable disk, which holds its root filesystem's changes (0: none;
+    /// changes live in memory).
+    pub disk_mib: u64,
     /// `qemu`, `firecracker` or `cloud-hypervisor`.
     pub vmm: String,
     /// `kvm` or `tcg`, once started.
@@ -145,6 +148,11 @@ pub struct CreateVm {
     /// 64–1048576 (default 256).
     #[serde(default)]
     pub memory_mib: Option<u64>,
+    /// The VM's own disk, keeping changes to its root filesystem across restarts and in
+    /// snapshots: 0 (none: changes live in memory) or 16–1048576 MiB (default 1024). The
+    /// file is sparse: it takes only what the guest writes.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
     /// Start it at once (default true).
     #[serde(default)]
     pub start: Option<bool>,

@@ -88,7 +88,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs `binary --version` (bounded to 5 s) and returns the first line.
-async fn version_of(binary: &Path) -> Option<String> {
+pub async fn version_of(binary: &Path) -> Option<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::process::Command::new(binary)

@@ -9,8 +9,9 @@
 pub mod discover;
 pub mod qemu;
 pub mod qmp;
+pub mod snapshot;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,6 +43,11 @@ pub struct VmConfig {
     /// A root filesystem (ext4) the guest switches to, attached read-only; many VMs share
     /// one. None: the guest stays in its initramfs.
     pub rootfs: Option<PathBuf>,
+    /// The VM's own writable disk (a raw ext4 file): the guest keeps its root filesystem's
+    /// changes there. None: changes live in guest memory.
+    pub disk: Option<PathBuf>,
+    /// Restore this saved memory and device state instead of booting.
+    pub incoming: Option<PathBuf>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub accel: Accel,
@@ -76,6 +82,8 @@ pub enum VmmError {
     StartTimeout { vmm: &'static str, secs: u64 },
     #[error(transparent)]
     Qmp(#[from] qmp::QmpError),
+    #[error("{0}")]
+    Snapshot(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -92,7 +100,13 @@ pub struct Launched {
 #[async_trait]
 pub trait Hypervisor: Send + Sync {
     fn kind(&self) -> VmmKind;
+    /// The VMM's version line (recorded in snapshots, which only load into the same).
+    async fn version(&self) -> String;
+    /// Starts the VMM. With `config.incoming`, the VM's state is loaded from that file and
+    /// the VM runs on from where it was saved; this returns once it does.
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError>;
+    /// What a snapshot of a VM launched from `config` depends on.
+    fn profile(&self, config: &VmConfig, version: &str) -> snapshot::Profile;
 }
 
 /// What can be done to a running VMM besides waiting for it.
@@ -106,6 +120,8 @@ pub trait VmControl: Send + Sync {
     async fn pause(&self) -> Result<(), VmmError>;
     /// Lets a paused guest run again.
     async fn resume(&self) -> Result<(), VmmError>;
+    /// Writes the paused VM's memory and device state to `path`. The VM stays paused.
+    async fn save(&self, path: &Path) -> Result<(), VmmError>;
     /// Kills the VMM. The exit future resolves soon after.
     fn kill(&self);
 }

@@ -15,6 +15,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::qmp::Qmp;
+use crate::snapshot::Profile;
 use crate::{Accel, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind};
 
 /// The virtio-serial port name the guest agent looks for.
@@ -58,10 +59,38 @@ pub fn append(config: &VmConfig) -> String {
             a.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
+    // The guest finds its disks by their serial numbers.
     if config.rootfs.is_some() {
-        a.push_str(" hearth.rootfs=/dev/vda");
+        a.push_str(" hearth.rootfs=rootfs");
+    }
+    if config.disk.is_some() {
+        a.push_str(" hearth.disk=disk");
     }
     a
+}
+
+/// The CPU model the guest sees.
+fn cpu_model(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "qemu64",
+    }
+}
+
+/// The guest's devices, in creation order (a saved state loads only into the same list).
+fn devices(config: &VmConfig) -> Vec<String> {
+    let mut d = vec![
+        "virtio-serial".to_string(),
+        format!("virtserialport:{GUEST_PORT}"),
+        "virtio-rng".to_string(),
+    ];
+    if config.rootfs.is_some() {
+        d.push("virtio-blk:rootfs:ro".into());
+    }
+    if config.disk.is_some() {
+        d.push("virtio-blk:disk:rw".into());
+    }
+    d
 }
 
 /// QEMU's arguments (without the binary).
@@ -74,9 +103,7 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         "-accel".into(),
         config.accel.name().into(),
     ];
-    if config.accel == Accel::Kvm {
-        args.extend(["-cpu".into(), "host".into()]);
-    }
+    args.extend(["-cpu".into(), cpu_model(config.accel).into()]);
     args.extend([
         "-m".into(),
         format!("{}M", config.memory_mib),
@@ -106,17 +133,24 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         "-device".into(),
         "virtio-rng-device".into(),
     ]);
-    if let Some(rootfs) = &config.rootfs {
-        args.extend([
-            "-drive".into(),
+    // QEMU option values escape a comma by doubling it.
+    let drive = |id: &str, file: &Path, ro: bool| {
+        [
+            "-drive".to_string(),
             format!(
-                "file={},if=none,id=rootfs,format=raw,readonly=on",
-                // QEMU option values escape a comma by doubling it.
-                p(rootfs).replace(',', ",,")
+                "file={},if=none,id={id},format=raw{}",
+                p(file).replace(',', ",,"),
+                if ro { ",readonly=on" } else { "" }
             ),
-            "-device".into(),
-            "virtio-blk-device,drive=rootfs".into(),
-        ]);
+            "-device".to_string(),
+            format!("virtio-blk-device,drive={id},serial={id}"),
+        ]
+    };
+    if let Some(rootfs) = &config.rootfs {
+        args.extend(drive("rootfs", rootfs, true));
+    }
+    if let Some(disk) = &config.disk {
+        args.extend(drive("disk", disk, false));
     }
     args.extend([
         "-qmp".into(),
@@ -124,7 +158,47 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         "-pidfile".into(),
         p(&rd.pid_file()),
     ]);
+    if let Some(state) = &config.incoming {
+        args.extend([
+            "-incoming".into(),
+            format!("exec:cat {}", shell_quote(state)),
+        ]);
+    }
     args
+}
+
+/// `path` in single quotes for the shell QEMU runs `exec:` migration commands with.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// How long loading or saving a VM's state may take.
+const STATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Polls `query-migrate` until the migration in flight completes (or fails).
+async fn wait_migration(qmp: &mut Qmp, what: &str) -> Result<(), VmmError> {
+    let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
+    loop {
+        let st = qmp.execute("query-migrate", None).await?;
+        match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                let why = st
+                    .get("error-desc")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("no reason given");
+                return Err(VmmError::Snapshot(format!("{what} failed: {why}")));
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(VmmError::Snapshot(format!(
+                "{what} did not finish within {} s",
+                STATE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The QEMU driver.
@@ -136,6 +210,29 @@ pub struct Qemu {
 impl Hypervisor for Qemu {
     fn kind(&self) -> VmmKind {
         VmmKind::Qemu
+    }
+
+    async fn version(&self) -> String {
+        crate::discover::version_of(&self.binary)
+            .await
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn profile(&self, config: &VmConfig, version: &str) -> Profile {
+        let p = |p: &Path| p.display().to_string();
+        Profile {
+            vmm: VmmKind::Qemu.name().into(),
+            vmm_version: version.into(),
+            machine: "microvm".into(),
+            accel: config.accel.name().into(),
+            cpu_model: cpu_model(config.accel).into(),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            kernel: p(&config.kernel),
+            initrd: p(&config.initrd),
+            rootfs: config.rootfs.as_deref().map(p),
+            devices: devices(config),
+        }
     }
 
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
@@ -178,6 +275,13 @@ impl Hypervisor for Qemu {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if config.incoming.is_some() {
+            if let Err(e) = load_state(&rd).await {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(e);
+            }
+        }
         // One task owns the child: it reaps it (so a kill never hits a reused PID) and
         // reports how it ended.
         let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
@@ -203,6 +307,35 @@ impl Hypervisor for Qemu {
                 kill: kill_tx,
             }),
         })
+    }
+}
+
+/// Waits for an incoming state to load, then lets the VM run.
+async fn load_state(rd: &RunDir<'_>) -> Result<(), VmmError> {
+    let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
+    let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
+    loop {
+        let st = qmp.execute("query-status", None).await?;
+        match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+            "inmigrate" => {}
+            "running" => return Ok(()),
+            "paused" | "prelaunch" | "postmigrate" => {
+                qmp.execute("cont", None).await?;
+                return Ok(());
+            }
+            other => {
+                return Err(VmmError::Snapshot(format!(
+                    "loading the saved state failed (QEMU is {other})"
+                )))
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(VmmError::Snapshot(format!(
+                "loading the saved state did not finish within {} s",
+                STATE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -234,6 +367,22 @@ impl VmControl for QemuControl {
         let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
         qmp.execute("cont", None).await?;
         Ok(())
+    }
+
+    async fn save(&self, path: &Path) -> Result<(), VmmError> {
+        let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
+        // The default cap is 128 MiB/s; a local file takes whatever the disk gives.
+        qmp.execute(
+            "migrate-set-parameters",
+            Some(serde_json::json!({ "max-bandwidth": 8u64 << 30 })),
+        )
+        .await?;
+        qmp.execute(
+            "migrate",
+            Some(serde_json::json!({ "uri": format!("exec:cat > {}", shell_quote(path)) })),
+        )
+        .await?;
+        wait_migration(&mut qmp, "saving the VM state").await
     }
 
     fn kill(&self) {
@@ -279,6 +428,8 @@ mod tests {
             kernel: "/boot/vmlinuz".into(),
             initrd: "/x/initrd".into(),
             rootfs: None,
+            disk: None,
+            incoming: None,
             vcpus: 2,
             memory_mib: 256,
             accel,
@@ -307,5 +458,25 @@ mod tests {
         }
         let k = args(&config(Accel::Kvm)).join(" ");
         assert!(k.contains("-accel kvm -cpu host") && !k.contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn disks_are_found_by_serial_and_a_restore_only_adds_incoming() {
+        let mut c = config(Accel::Tcg);
+        c.rootfs = Some("/img/python,1.ext4".into());
+        c.disk = Some("/vms/a/disk.ext4".into());
+        let boot = args(&c);
+        let a = boot.join(" ");
+        assert!(a.contains("file=/img/python,,1.ext4,if=none,id=rootfs,format=raw,readonly=on"));
+        assert!(a.contains("virtio-blk-device,drive=rootfs,serial=rootfs"));
+        assert!(a.contains("file=/vms/a/disk.ext4,if=none,id=disk,format=raw -device"));
+        assert!(a.contains("hearth.rootfs=rootfs hearth.disk=disk"));
+        c.incoming = Some("/snap/it's/memory".into());
+        let restore = args(&c);
+        assert_eq!(&restore[..boot.len()], &boot[..]);
+        assert_eq!(
+            &restore[boot.len()..],
+            ["-incoming", r"exec:cat '/snap/it'\''s/memory'"]
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! The manager sends a VM's whole spec with every start, so the agent keeps no database: a
 //! VM it does not know is simply one it has not been asked to start.
 
+pub mod files;
 mod owner;
 
 use std::collections::HashMap;
@@ -31,12 +32,17 @@ const MAILBOX: usize = 16;
 pub enum VmError {
     #[error("this agent has no VM {0}")]
     NotFound(String),
+    #[error("this host has no snapshot {0}")]
+    NoSnapshot(String),
     #[error("VM is {state}: cannot {op}")]
     WrongState { state: VmState, op: &'static str },
     #[error("VM {0} is busy with other requests; retry")]
     Busy(String),
     #[error("{0}")]
     Invalid(String),
+    /// A snapshot that does not fit where it would be restored.
+    #[error("{0}")]
+    Incompatible(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -47,6 +53,8 @@ pub struct VmHost {
     pub accel: AccelState,
     pub images: Images,
     pub run_root: PathBuf,
+    /// VM disks and snapshots.
+    pub files: files::Roots,
     /// How long a guest may take from launch to its agent answering.
     pub boot_timeout: Duration,
     /// Status changes, pushed to the manager.
@@ -60,6 +68,14 @@ enum Command {
     /// Pause (true) or resume (false).
     Pause(bool, oneshot::Sender<Result<pb::VmStatus, VmError>>),
     Delete(oneshot::Sender<Result<(), VmError>>),
+    /// Take a snapshot with this id.
+    Snapshot(String, oneshot::Sender<Result<pb::SnapshotInfo, VmError>>),
+    /// Run this spec from the snapshot with this id, discarding the current run.
+    Restore(
+        VmSpec,
+        String,
+        oneshot::Sender<Result<pb::VmStatus, VmError>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -108,19 +124,76 @@ impl Vms {
             .map_err(|_| VmError::Failed(format!("VM {id}'s owner stopped")))?
     }
 
+    /// The owner of `spec`'s VM, created on first sight (then true).
+    fn adopt(&self, spec: &VmSpec) -> Result<bool, VmError> {
+        spec.validate()?;
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.contains_key(&spec.id) {
+            return Ok(false);
+        }
+        let run_dir = self.host.run_root.join(&spec.id);
+        let handle = owner::spawn(self.host.clone(), spec, run_dir, MAILBOX);
+        owners.insert(spec.id.clone(), handle);
+        Ok(true)
+    }
+
     /// Starts a VM, creating its owner on first sight.
     pub async fn start(&self, spec: VmSpec) -> Result<pb::VmStatus, VmError> {
-        spec.validate()?;
+        self.adopt(&spec)?;
         let id = spec.id.clone();
-        {
-            let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-            if !owners.contains_key(&id) {
-                let run_dir = self.host.run_root.join(&id);
-                let handle = owner::spawn(self.host.clone(), &spec, run_dir, MAILBOX);
-                owners.insert(id.clone(), handle);
-            }
-        }
         self.send(&id, |tx| Command::Start(spec, tx)).await
+    }
+
+    /// Starts a VM from a snapshot: a new VM, or in place for one this agent has.
+    pub async fn restore(&self, spec: VmSpec, snapshot: &str) -> Result<pb::VmStatus, VmError> {
+        if !hearth_types::is_plain_id(snapshot) {
+            return Err(VmError::Invalid(
+                "snapshot id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        let new = self.adopt(&spec)?;
+        let id = spec.id.clone();
+        let res = self
+            .send(&id, |tx| Command::Restore(spec, snapshot.to_string(), tx))
+            .await;
+        if res.is_err() && new {
+            // A refused restore leaves no VM behind.
+            let _ = self.delete(&id).await;
+        }
+        res
+    }
+
+    /// Saves a VM's memory and disk as snapshot `snapshot`.
+    pub async fn snapshot(&self, id: &str, snapshot: &str) -> Result<pb::SnapshotInfo, VmError> {
+        if !hearth_types::is_plain_id(snapshot) {
+            return Err(VmError::Invalid(
+                "snapshot id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        self.send(id, |tx| Command::Snapshot(snapshot.to_string(), tx))
+            .await
+    }
+
+    /// Removes a snapshot's files. Deleting an unknown snapshot succeeds.
+    pub fn delete_snapshot(&self, snapshot: &str) -> Result<(), VmError> {
+        if !hearth_types::is_plain_id(snapshot) {
+            return Err(VmError::Invalid(
+                "snapshot id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        let dir = self.host.files.snapshot(snapshot).0;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VmError::Failed(format!(
+                "removing snapshot {snapshot}: {e}"
+            ))),
+        }
+    }
+
+    /// Allocated bytes of VM disks and of snapshots on this host.
+    pub fn disk_usage(&self) -> (u64, u64) {
+        self.host.files.usage()
     }
 
     pub async fn stop(&self, id: &str, force: bool) -> Result<pb::VmStatus, VmError> {

@@ -24,7 +24,7 @@ use hearth_types::vm::VmState;
 use hearth_vmm::{Accel, VmConfig, VmControl};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{state_of, Command, OwnerHandle, VmError, VmHost};
+use super::{files, state_of, Command, OwnerHandle, VmError, VmHost};
 
 /// Lines of the serial log kept with a failure.
 const TAIL_LINES: usize = 30;
@@ -41,6 +41,8 @@ pub struct VmSpec {
     pub image: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// The VM's own writable disk; 0 for none.
+    pub disk_mib: u64,
 }
 
 impl VmSpec {
@@ -56,6 +58,11 @@ impl VmSpec {
         if !(64..=1024 * 1024).contains(&self.memory_mib) {
             return Err(VmError::Invalid("memory_mib must be 64–1048576".into()));
         }
+        if self.disk_mib != 0 && !(16..=1024 * 1024).contains(&self.disk_mib) {
+            return Err(VmError::Invalid(
+                "disk_mib must be 0 (no disk) or 16–1048576".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -68,6 +75,7 @@ impl From<pb::VmSpec> for VmSpec {
             image: s.image,
             vcpus: s.vcpus,
             memory_mib: s.memory_mib,
+            disk_mib: s.disk_mib,
         }
     }
 }
@@ -84,6 +92,8 @@ struct Owner {
     status: watch::Sender<pb::VmStatus>,
     guest: watch::Sender<Option<GuestClient>>,
     process: Option<Process>,
+    /// What the running VMM was launched with (a snapshot records its profile).
+    config: Option<VmConfig>,
     boot: Option<oneshot::Receiver<Result<GuestClient, String>>>,
     launched_at: Instant,
 }
@@ -111,6 +121,7 @@ pub(super) fn spawn(
         status,
         guest,
         process: None,
+        config: None,
         boot: None,
         launched_at: Instant::now(),
     };
@@ -120,6 +131,24 @@ pub(super) fn spawn(
         status: status_rx,
         guest: guest_rx,
         run_dir,
+    }
+}
+
+/// Tells a restored guest its new identity: hostname, fresh entropy and the time.
+async fn tell_restored(client: &GuestClient, hostname: String) -> Result<(), String> {
+    use base64::Engine;
+    let mut entropy = [0u8; 64];
+    rand::fill(&mut entropy[..]);
+    let req = Request::Restored {
+        hostname,
+        entropy: base64::engine::general_purpose::STANDARD.encode(entropy),
+        now_ms: now_ms(),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), client.call(&req)).await {
+        Ok(Ok(hearth_guest_proto::msg::Response::Ok)) => Ok(()),
+        Ok(Ok(other)) => Err(format!("the restored guest answered {other:?}")),
+        Ok(Err(e)) => Err(format!("telling the guest it was restored: {e}")),
+        Err(_) => Err("the restored guest did not take its new identity within 10 s".into()),
     }
 }
 
@@ -152,6 +181,9 @@ impl Owner {
                     Some(Command::Delete(reply)) => {
                         self.kill().await;
                         let _ = std::fs::remove_dir_all(&self.run_dir);
+                        if let Some(dir) = self.host.files.disk(&self.spec.id).parent() {
+                            let _ = std::fs::remove_dir_all(dir);
+                        }
                         let _ = reply.send(Ok(()));
                         break;
                     }
@@ -222,6 +254,14 @@ impl Owner {
                 let r = self.pause(pause).await;
                 let _ = reply.send(r);
             }
+            Command::Snapshot(id, reply) => {
+                let r = self.snapshot(id).await;
+                let _ = reply.send(r);
+            }
+            Command::Restore(spec, snapshot, reply) => {
+                let r = self.restore(spec, snapshot).await;
+                let _ = reply.send(r);
+            }
             Command::Delete(_) => unreachable!("handled in run"),
         }
     }
@@ -234,23 +274,43 @@ impl Owner {
         if !state.can_become(VmState::Starting) {
             return Err(VmError::WrongState { state, op: "start" });
         }
+        let config = self.config_for(&spec, None)?;
+        self.spec = spec;
+        if let Some(disk) = &config.disk {
+            files::ensure_disk(disk, self.spec.disk_mib).await?;
+        }
+        self.launch(config, false).await
+    }
+
+    /// The VMM configuration that runs `spec` here (restoring `incoming` if given).
+    fn config_for(
+        &self,
+        spec: &VmSpec,
+        incoming: Option<std::path::PathBuf>,
+    ) -> Result<VmConfig, VmError> {
         let image =
             self.host.images.get(&spec.image).ok_or_else(|| {
                 VmError::Invalid(format!("this host has no image {:?}", spec.image))
             })?;
-        self.spec = spec;
-        let accel = self.host.accel.choose();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-        let config = VmConfig {
+        Ok(VmConfig {
             kernel: image.kernel,
             initrd: image.initrd,
             rootfs: image.rootfs,
-            vcpus: self.spec.vcpus,
-            memory_mib: self.spec.memory_mib,
-            accel,
-            hostname: self.spec.name.clone(),
+            disk: (spec.disk_mib > 0).then(|| self.host.files.disk(&spec.id)),
+            incoming,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            accel: self.host.accel.choose(),
+            hostname: spec.name.clone(),
             run_dir: self.run_dir.clone(),
-        };
+        })
+    }
+
+    /// Starts the VMM and, in the background, connects to the guest agent (telling a
+    /// restored guest who it now is). The VM is `starting` until the guest answers.
+    async fn launch(&mut self, config: VmConfig, restored: bool) -> Result<pb::VmStatus, VmError> {
+        let accel = config.accel;
+        let _ = std::fs::remove_dir_all(&self.run_dir);
         self.launched_at = Instant::now();
         let launched = match self.host.hypervisor.launch(&config).await {
             Ok(l) => l,
@@ -268,15 +328,21 @@ impl Owner {
             control: launched.control,
             exit: launched.exit,
         });
+        self.config = Some(config);
         let (tx, rx) = oneshot::channel();
         self.boot = Some(rx);
         let timeout = self.host.boot_timeout;
+        let hostname = self.spec.name.clone();
         tokio::spawn(async move {
             let res = async {
                 let io = control.guest_stream().await.map_err(|e| e.to_string())?;
-                GuestClient::connect(io, timeout)
+                let client = GuestClient::connect(io, timeout)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                if restored {
+                    tell_restored(&client, hostname).await?;
+                }
+                Ok(client)
             }
             .await;
             let _ = tx.send(res);
@@ -286,6 +352,121 @@ impl Owner {
             tracing::debug!(vm = %self.spec.id, "booting under TCG");
         }
         Ok(self.status.borrow().clone())
+    }
+
+    /// Saves the VM's memory and disk as snapshot `id`. A running VM is paused for the
+    /// save and runs on afterwards; a paused one stays paused.
+    async fn snapshot(&mut self, id: String) -> Result<pb::SnapshotInfo, VmError> {
+        let state = self.state();
+        if !matches!(state, VmState::Running | VmState::Paused) {
+            return Err(VmError::WrongState {
+                state,
+                op: "snapshot",
+            });
+        }
+        let (Some(p), Some(config)) = (&self.process, &self.config) else {
+            return Err(VmError::Failed("the VM has no VMM running".into()));
+        };
+        let (control, config) = (p.control.clone(), config.clone());
+        let files = &self.host.files;
+        if files.snapshot(&id).0.exists() {
+            return Err(VmError::Invalid(format!("snapshot {id} already exists")));
+        }
+        let partial = files.partial(&id);
+        let _ = std::fs::remove_dir_all(&partial.0);
+        std::fs::create_dir_all(&partial.0)
+            .map_err(|e| VmError::Failed(format!("creating {}: {e}", partial.0.display())))?;
+        let started = Instant::now();
+        let saved = async {
+            if state == VmState::Running {
+                control
+                    .pause()
+                    .await
+                    .map_err(|e| VmError::Failed(format!("pausing for the snapshot: {e}")))?;
+            }
+            control
+                .save(&partial.memory())
+                .await
+                .map_err(|e| VmError::Failed(format!("saving the VM's state: {e}")))?;
+            if let Some(disk) = &config.disk {
+                files::copy_disk(disk, &partial.disk()).await?;
+            }
+            Ok::<_, VmError>(())
+        }
+        .await;
+        if state == VmState::Running {
+            if let Err(e) = control.resume().await {
+                tracing::error!(vm = %self.spec.id, error = %e, "resuming after a snapshot failed");
+            }
+        }
+        let save_ms = started.elapsed().as_millis() as u64;
+        let meta = files::Meta {
+            profile: self
+                .host
+                .hypervisor
+                .profile(&config, &self.host.hypervisor.version().await),
+            vm_id: self.spec.id.clone(),
+            image: self.spec.image.clone(),
+            disk_mib: self.spec.disk_mib,
+            taken_at_ms: now_ms(),
+        };
+        let published = saved.and_then(|()| {
+            partial
+                .write_meta(&meta)
+                .and_then(|()| files.publish(&partial, &id))
+                .map_err(|e| VmError::Failed(format!("writing snapshot {id}: {e}")))
+        });
+        if let Err(e) = published {
+            let _ = std::fs::remove_dir_all(&partial.0);
+            return Err(e);
+        }
+        let dir = files.snapshot(&id);
+        tracing::info!(vm = %self.spec.id, snapshot = %id, save_ms, "snapshot taken");
+        Ok(pb::SnapshotInfo {
+            id,
+            memory_bytes: files::allocated(&dir.memory()),
+            disk_bytes: files::allocated(&dir.disk()),
+            save_ms,
+            profile_json: serde_json::to_string(&meta.profile).unwrap_or_default(),
+        })
+    }
+
+    /// Runs `spec` from snapshot `id`: checks that the snapshot fits what this host would
+    /// launch (refusing with every difference), discards the current run if there is one,
+    /// puts the snapshot's disk in place and loads its state.
+    async fn restore(&mut self, spec: VmSpec, id: String) -> Result<pb::VmStatus, VmError> {
+        let state = self.state();
+        if matches!(state, VmState::Stopping | VmState::Deleting) {
+            return Err(VmError::WrongState {
+                state,
+                op: "restore",
+            });
+        }
+        let dir = self.host.files.snapshot(&id);
+        let meta = dir.read_meta(&id)?;
+        let config = self.config_for(&spec, Some(dir.memory()))?;
+        let here = self
+            .host
+            .hypervisor
+            .profile(&config, &self.host.hypervisor.version().await);
+        let differences = here.mismatches(&meta.profile);
+        if !differences.is_empty() {
+            return Err(VmError::Incompatible(format!(
+                "snapshot {id} cannot be restored here: {}",
+                differences.join("; ")
+            )));
+        }
+        self.boot = None;
+        self.kill().await;
+        self.cleanup_sockets();
+        self.spec = spec;
+        if let Some(disk) = &config.disk {
+            files::copy_disk(&dir.disk(), disk).await?;
+        }
+        if state != VmState::Creating {
+            self.set(VmState::Stopped, Some(format!("restoring snapshot {id}")));
+        }
+        self.launch(config, true).await
     }
 
     async fn on_boot(&mut self, res: Result<GuestClient, String>) {
@@ -403,6 +584,7 @@ impl Owner {
             self.kill().await;
         }
         self.process = None;
+        self.config = None;
         self.guest.send_replace(None);
         self.cleanup_sockets();
         self.set(VmState::Stopped, None);

@@ -84,7 +84,8 @@ fn invocation_view(i: InvocationRecord, function: &str) -> Invocation {
         function: function.to_string(),
         status: i.status,
         duration_ms: i.duration_ms,
-        cold_start: i.cold_start,
+        cold_start: i.cold_start.is_some(),
+        cold_start_from: i.cold_start,
         logs: i.logs,
         version: i.version,
         at: to_time(i.created_at_ms),
@@ -438,6 +439,7 @@ impl App {
             invocations_total: 0,
             errors_total: 0,
             cold_starts_total: 0,
+            snapshot_cold_starts_total: 0,
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -498,6 +500,13 @@ impl App {
         let f = self.store().function(name).await?;
         self.store().delete_function(&f.id).await?;
         self.pools().remove(self, &f.id);
+        // Its cold-start snapshots go too; one whose host is down now stays listed, and
+        // `hearth snapshot delete` removes it later.
+        for s in self.store().function_snapshots(&f.id, None).await? {
+            if let Err(e) = self.delete_snapshot(&s.id).await {
+                tracing::warn!(function = %f.name, snapshot = %s.name, error = %e, "deleting a function snapshot failed");
+            }
+        }
         Ok(())
     }
 
@@ -546,6 +555,7 @@ impl App {
             invocations: f.invocations_total,
             errors: f.errors_total,
             cold_starts: f.cold_starts_total,
+            cold_starts_from_snapshot: f.snapshot_cold_starts_total,
             duration_ms_p50: pct(0.5),
             duration_ms_p90: pct(0.9),
             duration_ms_p99: pct(0.99),
@@ -661,10 +671,7 @@ impl App {
         let rt = runtime_of(f)?;
         let started = Instant::now();
         let deadline = now_ms() + (f.timeout_s * 1000) as i64;
-        let mut env = env_of(f);
-        env.extend(self.secret_env(&secrets_of(f)).await?);
-        env.insert("HEARTH_FUNCTION".into(), f.name.clone());
-        env.insert("HEARTH_MEMORY_MIB".into(), f.memory_mib.to_string());
+        let env = self.function_env(f).await?;
         let call = Call::new(rt, f, env, &event, &invocation_id, target.version, deadline);
         // A warm VM that turns out broken (its host restarted, it was deleted) is retired and
         // the call tried once more; a VM booted for this call gets no second chance.
@@ -676,7 +683,7 @@ impl App {
                 Ok(ran) => break (instance, cold_start, ran),
                 Err(e) => {
                     self.pools().release(self, key, f, instance, false);
-                    if cold_start || attempts > 1 {
+                    if cold_start.is_some() || attempts > 1 {
                         return Err(e);
                     }
                     tracing::warn!(function = %f.name, error = %e, "a warm VM failed; retrying on another");
@@ -703,7 +710,8 @@ impl App {
             output,
             error,
             duration_ms,
-            cold_start,
+            cold_start: cold_start.is_some(),
+            cold_start_from: cold_start,
             logs,
             version: target.version,
         })
@@ -736,6 +744,27 @@ impl App {
     }
 
     /// Makes one call in a VM: a fresh process (exec) or a line to its persistent worker.
+    /// The environment every call of `f` runs with: its env, its secrets, its name and size.
+    async fn function_env(&self, f: &FunctionRecord) -> ApiResult<BTreeMap<String, String>> {
+        let mut env = env_of(f);
+        env.extend(self.secret_env(&secrets_of(f)).await?);
+        env.insert("HEARTH_FUNCTION".into(), f.name.clone());
+        env.insert("HEARTH_MEMORY_MIB".into(), f.memory_mib.to_string());
+        Ok(env)
+    }
+
+    /// The command and environment of `f`'s persistent worker, exactly as its calls start
+    /// it (so a worker started ahead, before a snapshot, serves them).
+    pub(crate) async fn worker_command(
+        &self,
+        f: &FunctionRecord,
+    ) -> ApiResult<(Vec<String>, BTreeMap<String, String>)> {
+        let rt = runtime_of(f)?;
+        let env = self.function_env(f).await?;
+        let call = Call::new(rt, f, env, "null", "", None, 0);
+        Ok((call.argv, call.env))
+    }
+
     async fn run_call(&self, vm: &str, call: &Call, timeout_s: u64) -> ApiResult<Ran> {
         if call.persistent {
             let out = self
@@ -743,7 +772,7 @@ impl App {
                     vm,
                     call.argv.clone(),
                     call.env.clone(),
-                    call.line.clone(),
+                    Some(call.line.clone()),
                     timeout_s,
                 )
                 .await?;
@@ -966,7 +995,7 @@ fn record_of(f: &FunctionRecord, r: &InvokeResult) -> InvocationRecord {
         error: r.error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
         logs: r.logs.clone(),
         duration_ms: r.duration_ms,
-        cold_start: r.cold_start,
+        cold_start: r.cold_start_from,
         created_at_ms: now_ms(),
         version: r.version,
     }
@@ -986,7 +1015,7 @@ fn failed_record(id: &str, function_id: &str, message: &str) -> InvocationRecord
         .ok(),
         logs: String::new(),
         duration_ms: 0,
-        cold_start: false,
+        cold_start: None,
         created_at_ms: now_ms(),
         version: None,
     }

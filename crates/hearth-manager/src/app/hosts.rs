@@ -120,6 +120,7 @@ impl App {
             accelerators: report.accelerators,
             vmms: report.vmms,
             images: report.images,
+            disk: report.disk,
             registered_at: to_time(r.registered_at_ms),
             last_heartbeat_at: r.last_heartbeat_at_ms.map(to_time),
         }

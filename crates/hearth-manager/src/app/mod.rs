@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod runtimes;
 pub mod schedules;
 pub mod secrets;
+pub mod snapshots;
 pub mod throttle;
 pub mod vms;
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use hearth_agent_api::pb;
 use hearth_store::FunctionRecord;
+use hearth_types::function::ColdStart;
 use hearth_types::vm::{CreateVm, VmState};
 
 use hearth_types::runtime::RuntimeKind;
@@ -84,13 +85,13 @@ impl Pools {
         pool
     }
 
-    /// A VM for one invocation, and whether it was booted for it.
+    /// A VM for one invocation, and how it was started for it (None: it was warm).
     pub async fn acquire(
         &self,
         app: &App,
         key: &str,
         f: &FunctionRecord,
-    ) -> ApiResult<(Instance, bool)> {
+    ) -> ApiResult<(Instance, Option<ColdStart>)> {
         let pool = self.pool(key, f);
         let queue_limit = (f.max_instances * 8).min(256);
         // Long enough for a VM to boot and a call to finish before ours.
@@ -113,7 +114,7 @@ impl Pools {
                 if let Some(mut i) = st.idle.pop() {
                     st.busy += 1;
                     i.last_used = Instant::now();
-                    return Ok((i, false));
+                    return Ok((i, None));
                 }
                 if st.starting == 0 && st.busy + st.starting < f.max_instances {
                     st.starting += 1;
@@ -147,14 +148,14 @@ impl Pools {
                 });
             }
         }
-        let booted = boot(app, f).await;
+        let started = start(app, f).await;
         let mut st = lock(&pool.state);
         st.starting -= 1;
         pool.changed.notify_waiters();
-        match booted {
-            Ok(i) => {
+        match started {
+            Ok((i, how)) => {
                 st.busy += 1;
-                Ok((i, true))
+                Ok((i, Some(how)))
             }
             Err(e) => Err(e),
         }
@@ -281,17 +282,102 @@ impl Pools {
     }
 }
 
+/// A function's snapshots kept, newest first (one per host and code, across versions).
+const KEEP_SNAPSHOTS: usize = 4;
+
+/// What a function's snapshot holds; a snapshot serves only cold starts of the same.
+fn snapshot_key(f: &FunctionRecord) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        f.runtime, f.mode, f.memory_mib, f.code_sha256
+    )
+}
+
+/// A VM for the function: restored from its snapshot when there is one, else booted (and
+/// then snapshotted, so that the next cold start restores).
+async fn start(app: &App, f: &FunctionRecord) -> ApiResult<(Instance, ColdStart)> {
+    let key = snapshot_key(f);
+    for s in app.store().function_snapshots(&f.id, Some(&key)).await? {
+        match restore(app, f, &s).await {
+            Ok(i) => return Ok((i, ColdStart::Snapshot)),
+            Err(e) => {
+                // A snapshot that cannot be restored (its host changed or lost it) would
+                // fail every cold start: drop it and boot.
+                tracing::warn!(function = %f.name, snapshot = %s.name, error = %e,
+                    "restoring the function's snapshot failed; booting instead");
+                if matches!(e, ApiError::Conflict(_) | ApiError::NotFound(_)) {
+                    let _ = app.delete_snapshot(&s.id).await;
+                }
+            }
+        }
+    }
+    let i = boot(app, f).await?;
+    if let Err(e) = snapshot(app, f, &i.vm_id, &key).await {
+        tracing::warn!(function = %f.name, error = %e, "snapshotting the function's VM failed");
+    }
+    Ok((i, ColdStart::Boot))
+}
+
+fn vm_name(prefix: &str, f: &FunctionRecord) -> String {
+    let suffix: String = hearth_types::new_id().chars().rev().take(6).collect();
+    format!("{prefix}-{}-{suffix}", truncate(&f.name, 48))
+}
+
+/// Starts the worker of a persistent function, then snapshots the VM, keeping the
+/// function's newest few snapshots.
+async fn snapshot(app: &App, f: &FunctionRecord, vm: &str, key: &str) -> ApiResult<()> {
+    if f.mode == "persistent" {
+        let (argv, env) = app.worker_command(f).await?;
+        let out = app.call_worker(vm, argv, env, None, BOOT_TIMEOUT_S).await?;
+        if out.exit_code.is_some() {
+            // A worker that cannot start is not worth saving; the call will say why.
+            return Ok(());
+        }
+    }
+    let v = app.store().vm(vm).await?;
+    let s = app
+        .take_snapshot(&v, vm_name("fnsnap", f), Some((&f.id, key)))
+        .await?;
+    tracing::info!(function = %f.name, snapshot = %s.name, save_ms = s.save_ms, "function snapshot taken");
+    let all = app.store().function_snapshots(&f.id, None).await?;
+    for old in all.iter().rev().skip(KEEP_SNAPSHOTS) {
+        let _ = app.delete_snapshot(&old.id).await;
+    }
+    Ok(())
+}
+
+/// A new VM of the function from snapshot `s`, on the snapshot's host.
+async fn restore(
+    app: &App,
+    f: &FunctionRecord,
+    s: &hearth_store::SnapshotRecord,
+) -> ApiResult<Instance> {
+    let vm = app
+        .restore_snapshot_as(s, vm_name("fn", f), Some(&f.id))
+        .await?;
+    if let Err(e) = app.wait_vm(&vm.id, VmState::Running, BOOT_TIMEOUT_S).await {
+        retire(app, vm.id);
+        return Err(e);
+    }
+    Ok(Instance {
+        vm_id: vm.id,
+        code_sha: f.code_sha256.clone(),
+        memory_mib: f.memory_mib,
+        last_used: Instant::now(),
+    })
+}
+
 /// Boots a VM for the function and puts its code in place.
 async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
     let rt = super::functions::runtime_of(f)?;
-    let suffix: String = hearth_types::new_id().chars().rev().take(6).collect();
     let vm = app
         .create_vm_for(
             CreateVm {
-                name: format!("fn-{}-{suffix}", truncate(&f.name, 48)),
+                name: vm_name("fn", f),
                 image: Some(hearth_types::runtime::image_name(rt)),
                 vcpus: Some(1),
                 memory_mib: Some(f.memory_mib),
+                disk_mib: Some(0),
                 start: Some(true),
                 host_id: None,
             },
@@ -364,7 +450,7 @@ fn truncate(s: &str, n: usize) -> &str {
 fn retire(app: &App, vm_id: String) {
     let app = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = app.delete_vm(&vm_id).await {
+        if let Err(e) = app.delete_vm(&vm_id, false).await {
             tracing::warn!(vm = %vm_id, error = %e, "retiring a function VM failed");
         }
     });

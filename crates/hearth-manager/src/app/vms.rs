@@ -28,6 +28,8 @@ pub const DEFAULT_IMAGE: &str = "default";
 const MAX_VCPUS: u32 = 64;
 const MAX_MEMORY_MIB: u64 = 1024 * 1024;
 const MIN_MEMORY_MIB: u64 = 64;
+const DEFAULT_DISK_MIB: u64 = 1024;
+const DISK_MIB: std::ops::RangeInclusive<u64> = 16..=1024 * 1024;
 const MAX_EXEC_STDIN: usize = 1 << 20;
 const MAX_EXEC_ARGS: usize = 1024;
 const MAX_WAIT_S: u64 = 600;
@@ -49,6 +51,7 @@ fn vm_view(r: VmRecord) -> Vm {
         image: r.image,
         vcpus: r.vcpus,
         memory_mib: r.memory_mib,
+        disk_mib: r.disk_mib,
         vmm: r.vmm,
         accelerator: r.accelerator,
         reason: r.reason,
@@ -61,7 +64,7 @@ fn vm_view(r: VmRecord) -> Vm {
     }
 }
 
-fn observed(s: &pb::VmStatus) -> Observed {
+pub(crate) fn observed(s: &pb::VmStatus) -> Observed {
     let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
     Observed {
         state: s.state.clone(),
@@ -86,6 +89,39 @@ fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// A new VM's record, placed on `host_id`; `starting` when `start`, else `stopped`.
+pub(crate) fn new_record(
+    name: String,
+    host_id: &str,
+    image: String,
+    (vcpus, memory_mib, disk_mib): (u32, u64, u64),
+    start: bool,
+    function_id: Option<&str>,
+) -> VmRecord {
+    let now = now_ms();
+    VmRecord {
+        id: new_id(),
+        name,
+        host_id: Some(host_id.to_string()),
+        image,
+        vcpus,
+        memory_mib,
+        disk_mib,
+        vmm: "qemu".into(),
+        state: if start { "starting" } else { "stopped" }.into(),
+        desired_state: if start { "running" } else { "stopped" }.into(),
+        reason: None,
+        console_tail: None,
+        accelerator: None,
+        boot_ms: None,
+        observed_at_ms: 0,
+        created_at_ms: now,
+        updated_at_ms: now,
+        started_at_ms: None,
+        function_id: function_id.map(str::to_string),
+    }
 }
 
 /// Whether a VM holds its host's resources: one that should run does.
@@ -139,7 +175,7 @@ impl App {
 
     /// Picks a host for a new VM: up, not cordoned, has the image, and has room; the one
     /// with the most free memory wins.
-    async fn place(
+    pub(crate) async fn place(
         &self,
         req_host: Option<&str>,
         image: &str,
@@ -197,20 +233,21 @@ impl App {
         }
     }
 
-    async fn agent_for(&self, v: &VmRecord) -> ApiResult<HostClient> {
+    pub(crate) async fn agent_for(&self, v: &VmRecord) -> ApiResult<HostClient> {
         let host = v.host_id.as_deref().ok_or_else(|| {
             ApiError::Conflict(format!("VM {} is not placed on any host", v.name))
         })?;
         self.host_client(host).await
     }
 
-    fn spec(v: &VmRecord) -> pb::VmSpec {
+    pub(crate) fn spec(v: &VmRecord) -> pb::VmSpec {
         pb::VmSpec {
             id: v.id.clone(),
             name: v.name.clone(),
             image: v.image.clone(),
             vcpus: v.vcpus,
             memory_mib: v.memory_mib,
+            disk_mib: v.disk_mib,
         }
     }
 
@@ -228,6 +265,14 @@ impl App {
         let vcpus = req.vcpus.unwrap_or(1);
         let memory_mib = req.memory_mib.unwrap_or(256);
         check_size(vcpus, memory_mib)?;
+        let disk_mib = req.disk_mib.unwrap_or(DEFAULT_DISK_MIB);
+        if disk_mib != 0 && !DISK_MIB.contains(&disk_mib) {
+            return Err(ApiError::bad_request(format!(
+                "disk_mib must be 0 (no disk) or {}–{}, got {disk_mib}",
+                DISK_MIB.start(),
+                DISK_MIB.end()
+            )));
+        }
         let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         if self.store().vm(&req.name).await.is_ok() {
             return Err(ApiError::Conflict(format!(
@@ -239,27 +284,14 @@ impl App {
         let host = self
             .place(req.host_id.as_deref(), &image, vcpus, memory_mib)
             .await?;
-        let now = now_ms();
-        let record = VmRecord {
-            id: new_id(),
-            name: req.name,
-            host_id: Some(host.id.clone()),
+        let record = new_record(
+            req.name,
+            &host.id,
             image,
-            vcpus,
-            memory_mib,
-            vmm: "qemu".into(),
-            state: if start { "starting" } else { "stopped" }.into(),
-            desired_state: if start { "running" } else { "stopped" }.into(),
-            reason: None,
-            console_tail: None,
-            accelerator: None,
-            boot_ms: None,
-            observed_at_ms: 0,
-            created_at_ms: now,
-            updated_at_ms: now,
-            started_at_ms: None,
-            function_id: function_id.map(str::to_string),
-        };
+            (vcpus, memory_mib, disk_mib),
+            start,
+            function_id,
+        );
         self.store().insert_vm(&record).await?;
         if start {
             if let Err(e) = self.start_on_agent(&record).await {
@@ -271,7 +303,7 @@ impl App {
         self.vm(&record.id).await
     }
 
-    async fn start_on_agent(&self, v: &VmRecord) -> ApiResult<()> {
+    pub(crate) async fn start_on_agent(&self, v: &VmRecord) -> ApiResult<()> {
         let agent = self.agent_for(v).await?;
         let status = agent
             .rpc()
@@ -314,7 +346,8 @@ impl App {
         self.vm(&v.id).await
     }
 
-    pub async fn delete_vm(&self, id_or_name: &str) -> ApiResult<()> {
+    /// Deletes a VM; its snapshots stay unless `with_snapshots`.
+    pub async fn delete_vm(&self, id_or_name: &str, with_snapshots: bool) -> ApiResult<()> {
         let v = self.store().vm(id_or_name).await?;
         // First stop wanting it to run, so a heartbeat cannot start it again meanwhile.
         self.store()
@@ -328,6 +361,11 @@ impl App {
                 .await?;
         }
         self.store().delete_vm(&v.id).await?;
+        if with_snapshots {
+            for s in self.store().snapshots_of_vm(&v.id).await? {
+                self.delete_snapshot(&s.id).await?;
+            }
+        }
         Ok(())
     }
 
@@ -530,13 +568,13 @@ impl App {
     }
 
     /// Sends one line to the VM's persistent worker (started from `argv` with `env` when it
-    /// is not running) and returns its answer.
+    /// is not running) and returns its answer. Without a line, only starts the worker.
     pub(crate) async fn call_worker(
         &self,
         id_or_name: &str,
         argv: Vec<String>,
         env: BTreeMap<String, String>,
-        line: String,
+        line: Option<String>,
         timeout_s: u64,
     ) -> ApiResult<pb::CallResponse> {
         let v = self.running(id_or_name, "call").await?;
@@ -546,7 +584,8 @@ impl App {
             argv,
             env: env.into_iter().collect(),
             cwd: "/code".into(),
-            line,
+            start_only: line.is_none(),
+            line: line.unwrap_or_default(),
             timeout_ms: timeout_s * 1000,
         });
         rpc.set_timeout(Duration::from_secs(timeout_s + 15));
@@ -622,7 +661,11 @@ impl App {
     }
 
     /// Records an observation and wakes everyone waiting on a VM's state here.
-    async fn observe(&self, id: &str, o: &Observed) -> Result<bool, hearth_store::StoreError> {
+    pub(crate) async fn observe(
+        &self,
+        id: &str,
+        o: &Observed,
+    ) -> Result<bool, hearth_store::StoreError> {
         let applied = self.store().observe_vm(id, o).await?;
         if applied {
             self.inner.vm_changed.notify_waiters();

@@ -12,6 +12,7 @@ mod functions;
 mod hosts;
 mod ops;
 pub mod policy;
+mod snapshots;
 mod users;
 mod vms;
 
@@ -47,7 +48,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "vms"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "snapshots"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -96,6 +97,10 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::shell_vm))
         .routes(routes!(vms::metrics_vm))
         .routes(routes!(vms::list_images))
+        .routes(routes!(snapshots::create_snapshot))
+        .routes(routes!(snapshots::list_snapshots))
+        .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))
+        .routes(routes!(snapshots::restore_snapshot))
         .merge(function_routes())
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))

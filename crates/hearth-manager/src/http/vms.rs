@@ -91,11 +91,23 @@ pub async fn update_vm(
     Ok(Json(app.update_vm(&id, req).await?))
 }
 
-/// Delete a VM: its VMM is killed and its run dir removed.
-#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, description = "VM id or name")),
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteVmQuery {
+    /// Delete the VM's snapshots too (default: keep them).
+    pub snapshots: Option<bool>,
+}
+
+/// Delete a VM: its VMM is killed and its run dir and disk removed. Its snapshots stay
+/// unless `?snapshots=true`.
+#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, description = "VM id or name"), DeleteVmQuery),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 503, description = "its host is unreachable", body = ErrorBody)))]
-pub async fn delete_vm(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    app.delete_vm(&id).await?;
+pub async fn delete_vm(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteVmQuery>,
+) -> ApiResult<StatusCode> {
+    app.delete_vm(&id, q.snapshots.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

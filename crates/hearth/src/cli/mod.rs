@@ -3,6 +3,7 @@
 mod client;
 mod functions;
 mod output;
+mod snapshot;
 mod vm;
 
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     /// Virtual machines
     #[command(subcommand)]
     Vm(vm::VmCmd),
+    /// VM snapshots: save, restore (as a new VM or in place), delete
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Serverless functions
     #[command(subcommand, name = "fn")]
     Fn(functions::FnCmd),
@@ -242,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Host(cmd) => host(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
+        Command::Snapshot(cmd) => snapshot::snapshot(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Fn(cmd) => return functions::function(Client::new(cli.url)?, cmd, json_out).await,
         Command::Runtime(cmd) => functions::runtime(Client::new(cli.url)?, cmd, json_out).await?,
@@ -342,7 +347,19 @@ async fn host(client: Client, cmd: HostCmd, json_out: bool) -> anyhow::Result<()
                         h.allocated.memory_mib, h.capacity.memory_mib
                     ),
                 ),
-                ("disk", format!("{} MiB free", h.capacity.disk_mib)),
+                (
+                    "disk",
+                    match &h.disk {
+                        Some(d) => format!(
+                            "{} MiB free of {} MiB; VM disks use {} MiB, snapshots {} MiB",
+                            d.free_bytes >> 20,
+                            d.total_bytes >> 20,
+                            d.vm_disks_bytes >> 20,
+                            d.snapshots_bytes >> 20
+                        ),
+                        None => format!("{} MiB free", h.capacity.disk_mib),
+                    },
+                ),
                 ("last heartbeat", opt_when(&h.last_heartbeat_at)),
             ]);
             for a in &h.accelerators {

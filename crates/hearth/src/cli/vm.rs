@@ -27,6 +27,10 @@ pub enum VmCmd {
         /// Memory in MiB
         #[arg(long, default_value_t = 256)]
         memory: u64,
+        /// Its own disk in MiB, holding root filesystem changes (0: none, changes live in
+        /// memory)
+        #[arg(long, default_value_t = 1024)]
+        disk: u64,
         /// Pin it to a host (id or name)
         #[arg(long)]
         host: Option<String>,
@@ -70,8 +74,12 @@ pub enum VmCmd {
     Resume {
         vm: String,
     },
+    /// Delete a VM (its snapshots stay unless --snapshots)
     Delete {
         vm: String,
+        /// Delete its snapshots too
+        #[arg(long)]
+        snapshots: bool,
     },
     /// Run a command in the guest; exits with its exit code
     Exec {
@@ -129,7 +137,7 @@ fn row(v: &Vm) -> Vec<String> {
     ]
 }
 
-fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
+pub(super) fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         return output::json(v);
     }
@@ -142,6 +150,14 @@ fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
         ("image", v.image.clone()),
         ("vcpus", v.vcpus.to_string()),
         ("memory", format!("{} MiB", v.memory_mib)),
+        (
+            "disk",
+            if v.disk_mib == 0 {
+                "none (changes live in memory)".into()
+            } else {
+                format!("{} MiB", v.disk_mib)
+            },
+        ),
         (
             "vmm",
             format!(
@@ -168,7 +184,12 @@ fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait(client: &Client, vm: &str, state: &str, timeout_s: u64) -> anyhow::Result<Vm> {
+pub(super) async fn wait(
+    client: &Client,
+    vm: &str,
+    state: &str,
+    timeout_s: u64,
+) -> anyhow::Result<Vm> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
     loop {
         let left = deadline
@@ -199,6 +220,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             image,
             vcpus,
             memory,
+            disk,
             host,
             no_start,
             wait: w,
@@ -208,7 +230,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
                 .post(
                     "/v1/vms",
                     json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
-                           "start": !no_start, "host_id": host}),
+                           "disk_mib": disk, "start": !no_start, "host_id": host}),
                 )
                 .await?;
             if w && !no_start {
@@ -275,8 +297,10 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
                 .await?;
             show(&v, json_out)?;
         }
-        VmCmd::Delete { vm } => {
-            client.delete(&format!("/v1/vms/{}", seg(&vm))).await?;
+        VmCmd::Delete { vm, snapshots } => {
+            client
+                .delete(&format!("/v1/vms/{}?snapshots={snapshots}", seg(&vm)))
+                .await?;
             if !json_out {
                 println!("Deleted VM {vm}.");
             }
