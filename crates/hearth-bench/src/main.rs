@@ -256,6 +256,81 @@ async fn main() -> anyhow::Result<()> {
         ms(exec_api)
     );
 
+    // Snapshots: restore → guest answering, against the cold start above.
+    let snap = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/vms/{id}/snapshots"),
+            Some(json!({"name": "bench"})),
+        )
+        .await?;
+    let mut restores = Vec::new();
+    for i in 0..runs {
+        let t = Instant::now();
+        let vm = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/snapshots/bench/restore",
+                Some(json!({"name": format!("restored{i}")})),
+            )
+            .await?;
+        let rid = vm["id"].as_str().context("vm id")?.to_string();
+        api.call(
+            reqwest::Method::GET,
+            &format!("/v1/vms/{rid}/wait?state=running&timeout_s=300"),
+            None,
+        )
+        .await?;
+        restores.push(t.elapsed());
+        api.call(reqwest::Method::DELETE, &format!("/v1/vms/{rid}"), None)
+            .await?;
+    }
+    let restore = median(restores);
+    eprintln!(
+        "  restore: {} (snapshot {} ms paused)",
+        ms(restore),
+        snap["save_ms"]
+    );
+    api.call(reqwest::Method::DELETE, "/v1/snapshots/bench", None)
+        .await?;
+    // Snapshot size and save time by guest memory.
+    let mut sizes = Vec::new();
+    for mib in [128u64, 256, 512] {
+        let vm = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/vms",
+                Some(json!({"name": format!("size{mib}"), "memory_mib": mib})),
+            )
+            .await?;
+        let vid = vm["id"].as_str().context("vm id")?.to_string();
+        api.call(
+            reqwest::Method::GET,
+            &format!("/v1/vms/{vid}/wait?state=running&timeout_s=300"),
+            None,
+        )
+        .await?;
+        let s = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/vms/{vid}/snapshots"),
+                Some(json!({})),
+            )
+            .await?;
+        sizes.push((
+            mib,
+            s["save_ms"].as_u64().unwrap_or(0),
+            s["memory_bytes"].as_u64().unwrap_or(0),
+            s["disk_bytes"].as_u64().unwrap_or(0),
+        ));
+        api.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/vms/{vid}?snapshots=true"),
+            None,
+        )
+        .await?;
+    }
+
     // Memory: QEMU's resident set against what the idle guest itself uses.
     let m = api
         .call(reqwest::Method::GET, &format!("/v1/vms/{id}/metrics"), None)
@@ -422,8 +497,35 @@ async fn main() -> anyhow::Result<()> {
             warm.push(t.elapsed());
         }
         let warm = median(warm);
-        eprintln!("  {name}: cold {} warm {}", ms(cold), ms(warm));
-        modes.push((runtime, mode, cold, warm));
+        // The next cold start restores the snapshot the first one left.
+        for vm in api.call(reqwest::Method::GET, "/v1/vms", None).await?["items"]
+            .as_array()
+            .context("vm list")?
+        {
+            if vm["function_id"].is_string() {
+                api.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/vms/{}", vm["id"].as_str().unwrap_or_default()),
+                    None,
+                )
+                .await?;
+            }
+        }
+        let t = Instant::now();
+        let r = api
+            .call(reqwest::Method::POST, &path, Some(json!(1)))
+            .await?;
+        let cold_snap = t.elapsed();
+        if r["cold_start_from"] != "snapshot" {
+            bail!("{name}'s second cold start did not restore its snapshot: {r}");
+        }
+        eprintln!(
+            "  {name}: cold {} (from snapshot {}) warm {}",
+            ms(cold),
+            ms(cold_snap),
+            ms(warm)
+        );
+        modes.push((runtime, mode, cold, warm, cold_snap));
         api.call(
             reqwest::Method::DELETE,
             &format!("/v1/functions/{name}"),
@@ -514,12 +616,12 @@ async fn main() -> anyhow::Result<()> {
         modes
             .iter()
             .find(|m| m.0 == rt && m.1 == mode)
-            .map(|m| (m.2, m.3))
+            .map(|m| (m.2, m.3, m.4))
             .expect("measured")
     };
     for rt in ["native", "python"] {
-        let (_, process) = warm_of(rt, "process");
-        let (cold, persistent) = warm_of(rt, "persistent");
+        let (_, process, _) = warm_of(rt, "process");
+        let (cold, persistent, _) = warm_of(rt, "persistent");
         line(
             &format!("{rt} warm invoke: process / persistent mode"),
             process,
@@ -531,6 +633,28 @@ async fn main() -> anyhow::Result<()> {
             cold,
             persistent,
             "report",
+        );
+    }
+    for rt in ["native", "python"] {
+        let (cold, _, cold_snap) = warm_of(rt, "persistent");
+        line(
+            &format!("{rt} cold invoke: from snapshot / from boot"),
+            cold_snap,
+            cold,
+            "report",
+        );
+    }
+    line(
+        "VM restore from snapshot / cold start (→ answering)",
+        restore,
+        api_cold,
+        "≤0.10",
+    );
+    for (mib, save_ms, memory, disk) in sizes {
+        println!(
+            "snapshot of a {mib:>3} MiB guest: paused {save_ms} ms, memory state {:.1} MiB, disk {:.1} MiB",
+            memory as f64 / 1048576.0,
+            disk as f64 / 1048576.0
         );
     }
     for (callers, rate) in throughput {

@@ -122,7 +122,7 @@ fn switch_root(rootfs: Option<&str>, disk: Option<&str>) -> Result<String, Strin
         Some(serial) => {
             let dev = disk_by_serial(serial)?;
             m(&dev, "/mnt/rw", Some("ext4"), MsFlags::MS_NOATIME, None)?;
-            format!("{dev}")
+            dev
         }
         None => {
             m(

@@ -118,6 +118,7 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
         json!({"got": {"x": 1}, "fn": "echo", "greeting": "hi", "token": "s3cr3t", "v": 1})
     );
     assert_eq!(r["cold_start"], true);
+    assert_eq!(r["cold_start_from"], "boot", "{r}");
     let id = r["invocation_id"].as_str().unwrap().to_string();
     assert!(
         r["logs"]
@@ -161,9 +162,18 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
         t.delete(&format!("/v1/vms/{vm}")).await,
         StatusCode::NO_CONTENT
     );
-    let r = invoke(&t, "echo", json!("after")).await;
+    // That cold start restores the snapshot taken after the first boot, and answers as a
+    // booted VM did.
+    let r = invoke(&t, "echo", json!({"x": 1})).await;
     assert_eq!(r["error"], Value::Null, "{r}");
     assert_eq!(r["cold_start"], true, "{r}");
+    assert_eq!(r["cold_start_from"], "snapshot", "{r}");
+    assert_eq!(
+        r["output"],
+        json!({"got": {"x": 1}, "fn": "echo", "greeting": "hi", "token": "s3cr3t", "v": 1})
+    );
+    let (_, m) = t.get("/v1/functions/echo/metrics").await;
+    assert_eq!(m["cold_starts_from_snapshot"], 1, "{m}");
 
     // A handler past its timeout is killed and its VM retired.
     let r = invoke(&t, "echo", json!({"op": "sleep"})).await;
@@ -212,6 +222,10 @@ async fn native_functions_deploy_invoke_scale_and_retire() {
     let r = invoke(&t, "echo", json!(1)).await;
     assert_eq!(r["output"]["v"], 2, "{r}");
     assert_eq!(r["cold_start"], true);
+    assert_eq!(
+        r["cold_start_from"], "boot",
+        "a snapshot of the old code does not serve the new: {r}"
+    );
 
     // Versions stay as published; an alias splits calls between them by weight.
     let (s, v2) = t.post("/v1/functions/echo/versions", json!({})).await;

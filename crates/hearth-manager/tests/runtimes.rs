@@ -54,6 +54,18 @@ handler() {
 fails() { echo "going down" >&2; return 3; }
 "#;
 
+/// The VMs serving functions' pools.
+async fn fn_vms(t: &TestApp) -> Vec<Value> {
+    let (_, vms) = t.get("/v1/vms").await;
+    vms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["function_id"].is_string())
+        .cloned()
+        .collect()
+}
+
 /// Builds the runtime's image through the API and waits until the host has it.
 async fn build(t: &TestApp, name: &str) {
     let (s, b) = t
@@ -220,6 +232,22 @@ async fn python_node_and_bash_functions_run_in_their_runtimes() {
     assert_eq!(f["mode"], "persistent");
     assert_eq!(f["handler"], "handler.handler");
     check_runs(&t, "py", "python log").await;
+    // A cold start from the snapshot taken after the first boot (the worker already
+    // started, no call made yet) answers exactly as the first call after a boot did.
+    for vm in fn_vms(&t).await {
+        let id = vm["id"].as_str().unwrap();
+        assert_eq!(
+            t.delete(&format!("/v1/vms/{id}")).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let r = invoke(&t, "py", json!({"n": 1})).await;
+    assert_eq!(r["cold_start_from"], "snapshot", "{r}");
+    assert_eq!(
+        r["output"],
+        json!({"calls": 1, "event": {"n": 1}, "fn": "py", "left": true}),
+        "{r}"
+    );
     set(&t, "py", json!({"handler": "handler.boom"})).await;
     let r = invoke(&t, "py", json!({})).await;
     assert_eq!(r["error"]["message"], "ValueError: boom", "{r}");

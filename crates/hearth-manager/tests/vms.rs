@@ -345,7 +345,7 @@ async fn a_vm_whose_qemu_dies_or_never_answers_is_failed_with_its_console_tail()
     let (s, b) = wait(&t, &id, "running", 60).await;
     assert_error(s, &b, StatusCode::CONFLICT, "conflict");
     let msg = b["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("did not answer within 1 s"), "{msg}");
+    assert!(msg.contains("did not become ready (bound: 1 s)"), "{msg}");
     assert!(
         !qemu_running_in(&impatient.run_dir(&id)),
         "QEMU of a failed boot left running"

@@ -483,7 +483,7 @@ impl Owner {
                 self.set(
                     VmState::Failed,
                     Some(format!(
-                        "the guest agent did not answer within {} s ({e}); see the console tail",
+                        "the guest agent did not become ready (bound: {} s): {e}; see the console tail",
                         self.host.boot_timeout.as_secs()
                     )),
                 );
