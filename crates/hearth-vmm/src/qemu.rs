@@ -312,7 +312,20 @@ impl Hypervisor for Qemu {
 
 /// Waits for an incoming state to load, then lets the VM run.
 async fn load_state(rd: &RunDir<'_>) -> Result<(), VmmError> {
-    let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
+    // The socket file appears at bind(), a moment before QEMU listens on it.
+    let listening = tokio::time::Instant::now() + QMP_TIMEOUT;
+    let mut qmp = loop {
+        match Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await {
+            Ok(q) => break q,
+            Err(crate::qmp::QmpError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && tokio::time::Instant::now() < listening =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
     loop {
         let st = qmp.execute("query-status", None).await?;

@@ -470,6 +470,30 @@ fn cli_runs_a_vm_from_create_to_delete() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("hi"));
 
+    // Snapshots: take one, restore it as a clone (which has the file), list, delete.
+    env.ok(&[
+        "vm",
+        "exec",
+        "cli1",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/f",
+    ]);
+    let snap = env.json(&["snapshot", "create", "cli1", "--name", "cs1"]);
+    assert!(snap["size_bytes"].as_u64().unwrap() > 0, "{snap}");
+    let clone = env.json(&["snapshot", "restore", "cs1", "--name", "cli2"]);
+    assert_eq!(clone["state"], "running", "{clone}");
+    assert_eq!(
+        env.ok(&["vm", "exec", "cli2", "--", "cat", "/root/f"]),
+        "kept\n"
+    );
+    assert!(env.ok(&["snapshot", "list"]).contains("cs1"));
+    env.ok(&["vm", "delete", "cli2"]);
+    env.ok(&["snapshot", "delete", "cs1"]);
+    let out = env.run(&["snapshot", "get", "cs1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
     // A VM that is not running says so.
     let stopped = env.json(&["vm", "stop", "cli1"]);
     assert_eq!(stopped["state"], "stopped");

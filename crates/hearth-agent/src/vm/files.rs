@@ -4,7 +4,7 @@
 //! A snapshot is written under a hidden name and renamed into place, so a half-written one
 //! is never seen.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,7 +127,10 @@ pub async fn ensure_disk(path: &Path, mib: u64) -> Result<(), VmError> {
         return Ok(());
     }
     let dir = path.parent().expect("a disk path has a parent");
-    std::fs::create_dir_all(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| VmError::Failed(format!("creating {}: {e}", dir.display())))?;
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
@@ -150,7 +153,10 @@ pub async fn ensure_disk(path: &Path, mib: u64) -> Result<(), VmError> {
 /// Copies a disk keeping its holes (a reflink where the file system can).
 pub async fn copy_disk(from: &Path, to: &Path) -> Result<(), VmError> {
     if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| VmError::Failed(format!("creating {}: {e}", dir.display())))?;
     }
     let tmp = to.with_extension("partial");
