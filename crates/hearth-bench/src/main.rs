@@ -69,12 +69,26 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// One raw QEMU boot: launch until the guest agent completes its handshake.
+/// One raw QEMU boot: a fresh disk as Hearth gives each VM (an empty sparse ext4), then
+/// launch until the guest agent completes its handshake.
 async fn raw_boot(
     qemu: &Qemu,
     cfg: &VmConfig,
 ) -> anyhow::Result<(Duration, hearth_vmm::Launched, GuestClient)> {
     let t0 = Instant::now();
+    if let Some(disk) = &cfg.disk {
+        std::fs::create_dir_all(disk.parent().context("disk dir")?)?;
+        let _ = std::fs::remove_file(disk);
+        let ok = tokio::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+            .arg(disk)
+            .arg("1024M")
+            .output()
+            .await?
+            .status
+            .success();
+        anyhow::ensure!(ok, "mkfs.ext4 failed");
+    }
     let vm = qemu.launch(cfg).await?;
     let io = vm.control.guest_stream().await?;
     let guest = GuestClient::connect(io, Duration::from_secs(120)).await?;
@@ -196,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         rootfs: None,
-        disk: None,
+        disk: Some(dir.path().join("raw").join(i.to_string()).join("disk.ext4")),
         incoming: None,
         vcpus: 1,
         memory_mib: 256,

@@ -4,7 +4,7 @@
 //! `HEARTH_FIRECRACKER_BIN`, `HEARTH_CLOUD_HYPERVISOR_BIN`), then on `PATH`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hearth_types::host::VmmInfo;
 
@@ -103,6 +103,29 @@ pub async fn version_of(binary: &Path) -> Option<String> {
         .lines()
         .next()
         .map(|l| l.trim().to_string())
+}
+
+/// `binary --version`, run once per binary file (a replaced binary is asked again): a
+/// snapshot and each restore record it, and a restore must not wait on a subprocess.
+pub async fn cached_version_of(binary: &Path) -> String {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(PathBuf, SystemTime), String>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let modified = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let key = (binary.to_path_buf(), modified);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return v.clone();
+    }
+    let v = version_of(binary)
+        .await
+        .unwrap_or_else(|| "unknown".into());
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, v.clone());
+    v
 }
 
 /// Every VMM Hearth knows, with whether this host can run it. `kvm_usable` is the host's

@@ -213,9 +213,7 @@ impl Hypervisor for Qemu {
     }
 
     async fn version(&self) -> String {
-        crate::discover::version_of(&self.binary)
-            .await
-            .unwrap_or_else(|| "unknown".into())
+        crate::discover::cached_version_of(&self.binary).await
     }
 
     fn profile(&self, config: &VmConfig, version: &str) -> Profile {
