@@ -118,9 +118,7 @@ pub async fn cached_version_of(binary: &Path) -> String {
     if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return v.clone();
     }
-    let v = version_of(binary)
-        .await
-        .unwrap_or_else(|| "unknown".into());
+    let v = version_of(binary).await.unwrap_or_else(|| "unknown".into());
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
