@@ -189,6 +189,7 @@ pub async fn probe(qemu: PathBuf, image: &BootImage, run_dir: &Path) -> KvmVerdi
         rootfs: None,
         disk: None,
         incoming: None,
+        volumes: vec![],
         vcpus: 1,
         memory_mib: 128,
         accel: Accel::Kvm,

@@ -208,6 +208,17 @@ impl Agent for AgentService {
             .map_err(status)
     }
 
+    async fn delete_volume(
+        &self,
+        req: Request<pb::VolumeRef>,
+    ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
+        self.authorize(&req)?;
+        self.vms
+            .delete_volume(&req.into_inner().id)
+            .map(|()| Response::new(pb::DeleteVolumeResponse {}))
+            .map_err(status)
+    }
+
     async fn pause_vm(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmStatus>, Status> {
         self.authorize(&req)?;
         self.vms

@@ -50,6 +50,7 @@ async fn boots_a_guest_and_serves_the_protocol() {
         rootfs: None,
         disk: None,
         incoming: None,
+        volumes: vec![],
         vcpus: 1,
         memory_mib: 256,
         accel: Accel::Tcg,

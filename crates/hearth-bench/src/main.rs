@@ -212,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
         rootfs: None,
         disk: Some(dir.path().join("raw").join(i.to_string()).join("disk.ext4")),
         incoming: None,
+        volumes: vec![],
         vcpus: 1,
         memory_mib: 256,
         accel,

@@ -77,6 +77,17 @@ pub fn as_pid1() {
             Err(e) => crate::log(&format!("staying in the initramfs: {e}")),
         }
     }
+    // Volumes: `NAME:SERIAL,…`, each an ext4 mounted at /volumes/NAME.
+    for entry in arg("hearth.volumes=").unwrap_or_default().split(',') {
+        let Some((name, serial)) = entry.split_once(':') else {
+            continue;
+        };
+        let target = format!("/volumes/{name}");
+        match disk_by_serial(serial) {
+            Ok(dev) => mnt(&dev, &target, "ext4", MsFlags::MS_NOATIME, None),
+            Err(e) => crate::log(&format!("volume {name}: {e}")),
+        }
+    }
 }
 
 /// The block device whose virtio serial number is `serial`, waiting (bounded) for it.

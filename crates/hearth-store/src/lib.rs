@@ -16,6 +16,7 @@ mod hosts;
 mod secrets;
 mod snapshots;
 mod vms;
+mod volumes;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use hosts::{HostRecord, NewHost};
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use vms::{Observed, VmRecord};
+pub use volumes::VolumeRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -11,6 +11,7 @@ pub mod host;
 pub mod runtime;
 pub mod snapshot;
 pub mod vm;
+pub mod volume;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 

@@ -48,11 +48,20 @@ pub struct VmConfig {
     pub disk: Option<PathBuf>,
     /// Restore this saved memory and device state instead of booting.
     pub incoming: Option<PathBuf>,
+    /// Volumes (raw ext4 files), attached in order; the guest mounts each at
+    /// `/volumes/<name>`.
+    pub volumes: Vec<VolumeDisk>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub accel: Accel,
     pub hostname: String,
     pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDisk {
+    pub name: String,
+    pub path: PathBuf,
 }
 
 impl VmConfig {

@@ -66,6 +66,15 @@ pub fn append(config: &VmConfig) -> String {
     if config.disk.is_some() {
         a.push_str(" hearth.disk=disk");
     }
+    if !config.volumes.is_empty() {
+        let list: Vec<String> = config
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{}:vol{i}", v.name))
+            .collect();
+        a.push_str(&format!(" hearth.volumes={}", list.join(",")));
+    }
     a
 }
 
@@ -89,6 +98,9 @@ fn devices(config: &VmConfig) -> Vec<String> {
     }
     if config.disk.is_some() {
         d.push("virtio-blk:disk:rw".into());
+    }
+    for i in 0..config.volumes.len() {
+        d.push(format!("virtio-blk:vol{i}:rw"));
     }
     d
 }
@@ -151,6 +163,9 @@ pub fn args(config: &VmConfig) -> Vec<String> {
     }
     if let Some(disk) = &config.disk {
         args.extend(drive("disk", disk, false));
+    }
+    for (i, v) in config.volumes.iter().enumerate() {
+        args.extend(drive(&format!("vol{i}"), &v.path, false));
     }
     args.extend([
         "-qmp".into(),
@@ -441,6 +456,7 @@ mod tests {
             rootfs: None,
             disk: None,
             incoming: None,
+            volumes: vec![],
             vcpus: 2,
             memory_mib: 256,
             accel,

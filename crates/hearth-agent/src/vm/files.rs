@@ -1,6 +1,7 @@
 //! The files a VM keeps beyond one run: its own disk (`<data dir>/vms/<id>/disk.ext4`,
 //! deleted with the VM) and snapshots (`<data dir>/snapshots/<id>/`: `memory.bin`, the
 //! VMM's saved state; `disk.ext4`, the disk as it was; `meta.json`, what restoring needs).
+//! Volumes are `<data dir>/volumes/<id>.ext4`, kept until the manager deletes them.
 //! A snapshot is written under a hidden name and renamed into place, so a half-written one
 //! is never seen.
 
@@ -20,6 +21,7 @@ const DISK_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct Roots {
     pub disks: PathBuf,
     pub snapshots: PathBuf,
+    pub volumes: PathBuf,
 }
 
 impl Roots {
@@ -27,7 +29,12 @@ impl Roots {
         Roots {
             disks: data_dir.join("vms"),
             snapshots: data_dir.join("snapshots"),
+            volumes: data_dir.join("volumes"),
         }
+    }
+
+    pub fn volume(&self, id: &str) -> PathBuf {
+        self.volumes.join(format!("{id}.ext4"))
     }
 
     pub fn disk(&self, vm_id: &str) -> PathBuf {
@@ -148,6 +155,25 @@ pub async fn ensure_disk(path: &Path, mib: u64) -> Result<(), VmError> {
         return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(|e| VmError::Failed(format!("placing the disk: {e}")))
+}
+
+/// Grows the ext4 file at `path` to `mib` MiB (never shrinks it).
+pub async fn grow_disk(path: &Path, mib: u64) -> Result<(), VmError> {
+    let want = mib << 20;
+    let have = std::fs::metadata(path)
+        .map_err(|e| VmError::Failed(format!("{}: {e}", path.display())))?
+        .len();
+    if have >= want {
+        return Ok(());
+    }
+    run(
+        tokio::process::Command::new("resize2fs")
+            .arg("-f")
+            .arg(path)
+            .arg(format!("{mib}M")),
+        "growing the volume (resize2fs)",
+    )
+    .await
 }
 
 /// Copies a disk keeping its holes (a reflink where the file system can).

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::accel::AccelState;
 use crate::image::Images;
 
-pub use owner::VmSpec;
+pub use owner::{VmSpec, VolumeSpec};
 
 /// How many commands may wait for one VM's owner.
 const MAILBOX: usize = 16;
@@ -188,6 +188,20 @@ impl Vms {
             Err(e) => Err(VmError::Failed(format!(
                 "removing snapshot {snapshot}: {e}"
             ))),
+        }
+    }
+
+    /// Removes a volume's file. Deleting an unknown volume succeeds.
+    pub fn delete_volume(&self, id: &str) -> Result<(), VmError> {
+        if !hearth_types::is_plain_id(id) {
+            return Err(VmError::Invalid(
+                "volume id must be 1–64 letters, digits or dashes".into(),
+            ));
+        }
+        match std::fs::remove_file(self.host.files.volume(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VmError::Failed(format!("removing volume {id}: {e}"))),
         }
     }
 

@@ -44,7 +44,19 @@ pub struct VmSpec {
     pub memory_mib: u64,
     /// The VM's own writable disk; 0 for none.
     pub disk_mib: u64,
+    /// Volumes to attach, in order.
+    pub volumes: Vec<VolumeSpec>,
 }
+
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub id: String,
+    pub name: String,
+    pub size_mib: u64,
+}
+
+/// At most this many volumes per VM.
+const MAX_VOLUMES: usize = 16;
 
 impl VmSpec {
     pub fn validate(&self) -> Result<(), VmError> {
@@ -64,6 +76,22 @@ impl VmSpec {
                 "disk_mib must be 0 (no disk) or 16–1048576".into(),
             ));
         }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(VmError::Invalid(format!(
+                "at most {MAX_VOLUMES} volumes per VM"
+            )));
+        }
+        for v in &self.volumes {
+            if !hearth_types::is_plain_id(&v.id)
+                || hearth_types::vm::check_name("volume", &v.name).is_err()
+                || !(16..=1024 * 1024).contains(&v.size_mib)
+            {
+                return Err(VmError::Invalid(format!(
+                    "volume {:?} ({}, {} MiB) is not a valid volume",
+                    v.name, v.id, v.size_mib
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -77,6 +105,15 @@ impl From<pb::VmSpec> for VmSpec {
             vcpus: s.vcpus,
             memory_mib: s.memory_mib,
             disk_mib: s.disk_mib,
+            volumes: s
+                .volumes
+                .into_iter()
+                .map(|v| VolumeSpec {
+                    id: v.id,
+                    name: v.name,
+                    size_mib: v.size_mib,
+                })
+                .collect(),
         }
     }
 }
@@ -280,6 +317,10 @@ impl Owner {
         if let Some(disk) = &config.disk {
             files::ensure_disk(disk, self.spec.disk_mib).await?;
         }
+        for (v, disk) in self.spec.volumes.iter().zip(&config.volumes) {
+            files::ensure_disk(&disk.path, v.size_mib).await?;
+            files::grow_disk(&disk.path, v.size_mib).await?;
+        }
         self.launch(config, false).await
     }
 
@@ -299,6 +340,14 @@ impl Owner {
             rootfs: image.rootfs,
             disk: (spec.disk_mib > 0).then(|| self.host.files.disk(&spec.id)),
             incoming,
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| hearth_vmm::VolumeDisk {
+                    name: v.name.clone(),
+                    path: self.host.files.volume(&v.id),
+                })
+                .collect(),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             accel: self.host.accel.choose(),
@@ -369,6 +418,13 @@ impl Owner {
             return Err(VmError::Failed("the VM has no VMM running".into()));
         };
         let (control, config) = (p.control.clone(), config.clone());
+        if !config.volumes.is_empty() {
+            // Their contents would not match a restored guest's view of them.
+            return Err(VmError::Incompatible(
+                "a VM with volumes attached cannot be snapshotted yet: stop it and detach them first"
+                    .into(),
+            ));
+        }
         let files = &self.host.files;
         if files.snapshot(&id).0.exists() {
             return Err(VmError::Invalid(format!("snapshot {id} already exists")));

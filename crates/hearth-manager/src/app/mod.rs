@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod snapshots;
 pub mod throttle;
 pub mod vms;
+pub mod volumes;
 
 use std::sync::Arc;
 

@@ -239,7 +239,7 @@ impl App {
         let status = agent
             .rpc()
             .restore_vm(agent.request(pb::RestoreVmRequest {
-                spec: Some(Self::spec(v)),
+                spec: Some(self.spec(v).await?),
                 snapshot_id: snapshot_id.to_string(),
             }))
             .await?

@@ -240,15 +240,17 @@ impl App {
         self.host_client(host).await
     }
 
-    pub(crate) fn spec(v: &VmRecord) -> pb::VmSpec {
-        pb::VmSpec {
+    /// What the agent needs to run `v`, its volumes included.
+    pub(crate) async fn spec(&self, v: &VmRecord) -> ApiResult<pb::VmSpec> {
+        Ok(pb::VmSpec {
             id: v.id.clone(),
             name: v.name.clone(),
             image: v.image.clone(),
             vcpus: v.vcpus,
             memory_mib: v.memory_mib,
             disk_mib: v.disk_mib,
-        }
+            volumes: self.volume_specs(&v.id).await?,
+        })
     }
 
     pub async fn create_vm(&self, req: CreateVm) -> ApiResult<Vm> {
@@ -308,7 +310,7 @@ impl App {
         let status = agent
             .rpc()
             .start_vm(agent.request(pb::StartVmRequest {
-                spec: Some(Self::spec(v)),
+                spec: Some(self.spec(v).await?),
             }))
             .await?
             .into_inner();
@@ -361,6 +363,8 @@ impl App {
                 .await?;
         }
         self.store().delete_vm(&v.id).await?;
+        // Its volumes stay, detached, with their data.
+        self.store().detach_volumes(None, Some(&v.id)).await?;
         if with_snapshots {
             for s in self.store().snapshots_of_vm(&v.id).await? {
                 self.delete_snapshot(&s.id).await?;

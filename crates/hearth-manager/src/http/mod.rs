@@ -15,6 +15,7 @@ pub mod policy;
 mod snapshots;
 mod users;
 mod vms;
+mod volumes;
 
 use std::time::Instant;
 
@@ -48,7 +49,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "vms"), (name = "snapshots"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "snapshots"), (name = "volumes"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -101,6 +102,14 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(snapshots::list_snapshots))
         .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))
         .routes(routes!(snapshots::restore_snapshot))
+        .routes(routes!(volumes::list_volumes, volumes::create_volume))
+        .routes(routes!(
+            volumes::get_volume,
+            volumes::resize_volume,
+            volumes::delete_volume
+        ))
+        .routes(routes!(volumes::attach_volume))
+        .routes(routes!(volumes::detach_volume))
         .merge(function_routes())
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))

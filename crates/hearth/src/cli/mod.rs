@@ -5,6 +5,7 @@ mod functions;
 mod output;
 mod snapshot;
 mod vm;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,9 @@ enum Command {
     /// VM snapshots: save, restore (as a new VM or in place), delete
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Volumes: disks that outlive VMs
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Serverless functions
     #[command(subcommand, name = "fn")]
     Fn(functions::FnCmd),
@@ -247,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Host(cmd) => host(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
         Command::Snapshot(cmd) => snapshot::snapshot(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Volume(cmd) => volume::volume(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Fn(cmd) => return functions::function(Client::new(cli.url)?, cmd, json_out).await,
         Command::Runtime(cmd) => functions::runtime(Client::new(cli.url)?, cmd, json_out).await?,

@@ -1,0 +1,161 @@
+//! Volumes end to end on real TCG guests: data written through one VM is read by another
+//! after detach and attach, volumes grow, and every misuse gets a clear 4xx. Every QEMU is
+//! killed when the test ends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::host::start_host;
+use common::{assert_error, TestApp};
+use hearth_agent::AgentConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn wait(t: &TestApp, id: &str, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let (s, b) = t
+            .get(&format!("/v1/vms/{id}/wait?state={state}&timeout_s=20"))
+            .await;
+        if s == StatusCode::OK {
+            return;
+        }
+        assert!(
+            s == StatusCode::REQUEST_TIMEOUT && std::time::Instant::now() < deadline,
+            "waiting for {id} to be {state}: {s} {b}"
+        );
+    }
+}
+
+async fn sh(t: &TestApp, vm: &str, script: &str) -> String {
+    let (s, b) = t
+        .post(
+            &format!("/v1/vms/{vm}/exec"),
+            json!({"command": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["exit_code"], 0, "{script}: {b}");
+    b["stdout"].as_str().unwrap().to_string()
+}
+
+async fn restart(t: &TestApp, vm: &str) {
+    let (s, b) = t
+        .post(&format!("/v1/vms/{vm}/stop?force=true"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait(t, vm, "stopped").await;
+    let (s, b) = t.post(&format!("/v1/vms/{vm}/start"), json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait(t, vm, "running").await;
+}
+
+async fn post_ok(t: &TestApp, path: &str, body: Value) -> Value {
+    let (s, b) = t.post(path, body).await;
+    assert!(s.is_success(), "{path}: {s} {b}");
+    b
+}
+
+#[tokio::test]
+async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+
+    // Bad input is refused and leaves nothing.
+    for (body, why) in [
+        (json!({"name": "Data", "size_mib": 64}), "bad name"),
+        (json!({"name": "data", "size_mib": 1}), "too small"),
+        (json!({"name": "data"}), "no size"),
+    ] {
+        let (s, b) = t.post("/v1/volumes", body).await;
+        assert!(s.is_client_error(), "{why}: {s} {b}");
+    }
+    let (_, list) = t.get("/v1/volumes").await;
+    assert_eq!(list["items"], json!([]));
+
+    let vol = post_ok(&t, "/v1/volumes", json!({"name": "data", "size_mib": 64})).await;
+    assert_eq!(vol["mount_path"], "/volumes/data");
+    let (s, b) = t
+        .post("/v1/volumes", json!({"name": "data", "size_mib": 64}))
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+
+    // Attached to a VM before it starts: mounted at boot; write through it.
+    post_ok(&t, "/v1/vms", json!({"name": "va", "start": false})).await;
+    let c = post_ok(&t, "/v1/volumes/data/attach", json!({"vm": "va"})).await;
+    assert_eq!(c["applied_now"], true, "{c}");
+    let (s, b) = t.post("/v1/volumes/data/attach", json!({"vm": "va"})).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already attached"));
+    let (s, b) = t.post("/v1/vms/va/start", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait(&t, "va", "running").await;
+    sh(&t, "va", "echo from-a > /volumes/data/f; sync").await;
+    let (s, b) = t.post("/v1/vms/va/snapshots", json!({})).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    let (s, b) = t.post("/v1/volumes/data/detach", json!({})).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert_eq!(t.delete("/v1/volumes/data").await, StatusCode::CONFLICT);
+
+    // Moved to a running VM: it sees the volume after a restart, data intact.
+    let (s, b) = t.post("/v1/vms/va/stop?force=true", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait(&t, "va", "stopped").await;
+    post_ok(&t, "/v1/volumes/data/detach", json!({})).await;
+    post_ok(&t, "/v1/vms", json!({"name": "vb"})).await;
+    wait(&t, "vb", "running").await;
+    let c = post_ok(&t, "/v1/volumes/data/attach", json!({"vm": "vb"})).await;
+    assert_eq!(c["applied_now"], false, "{c}");
+    assert!(c["message"].as_str().unwrap().contains("restarts"), "{c}");
+    restart(&t, "vb").await;
+    assert_eq!(sh(&t, "vb", "cat /volumes/data/f").await, "from-a\n");
+
+    // Volumes only grow, and the guest sees the new size after a restart.
+    let (s, b) = t
+        .call(
+            Method::PATCH,
+            "/v1/volumes/data",
+            Some(&t.admin_token),
+            Some(json!({"size_mib": 32})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = t
+        .call(
+            Method::PATCH,
+            "/v1/volumes/data",
+            Some(&t.admin_token),
+            Some(json!({"size_mib": 256})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    restart(&t, "vb").await;
+    let kib: u64 = sh(&t, "vb", "df -k /volumes/data | tail -1 | awk '{print $2}'")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(kib > 200 * 1024, "{kib} KiB after growing to 256 MiB");
+    assert_eq!(sh(&t, "vb", "cat /volumes/data/f").await, "from-a\n");
+
+    // Deleting the VM keeps the volume, detached; deleting the volume removes its file.
+    assert_eq!(t.delete("/v1/vms/vb").await, StatusCode::NO_CONTENT);
+    let (_, v) = t.get("/v1/volumes/data").await;
+    assert_eq!(v["vm_id"], Value::Null, "{v}");
+    let file = host
+        .dir
+        .path()
+        .join("volumes")
+        .join(format!("{}.ext4", v["id"].as_str().unwrap()));
+    assert!(file.is_file());
+    assert_eq!(t.delete("/v1/volumes/data").await, StatusCode::NO_CONTENT);
+    assert!(!file.exists());
+    let (s, _) = t.get("/v1/volumes/data").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    host.shutdown().await;
+    t.shutdown().await;
+}
