@@ -190,6 +190,7 @@ pub async fn probe(qemu: PathBuf, image: &BootImage, run_dir: &Path) -> KvmVerdi
         disk: None,
         incoming: None,
         volumes: vec![],
+        user_net: None,
         vcpus: 1,
         memory_mib: 128,
         accel: Accel::Kvm,

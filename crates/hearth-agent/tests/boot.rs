@@ -51,6 +51,7 @@ async fn boots_a_guest_and_serves_the_protocol() {
         disk: None,
         incoming: None,
         volumes: vec![],
+        user_net: None,
         vcpus: 1,
         memory_mib: 256,
         accel: Accel::Tcg,

@@ -213,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
         disk: Some(dir.path().join("raw").join(i.to_string()).join("disk.ext4")),
         incoming: None,
         volumes: vec![],
+        user_net: None,
         vcpus: 1,
         memory_mib: 256,
         accel,

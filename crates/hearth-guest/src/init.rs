@@ -60,15 +60,29 @@ pub fn as_pid1() {
         crate::log(&format!("sethostname: {e}"));
     }
     // Bring loopback up so guest programs can use 127.0.0.1.
-    let _ = std::process::Command::new("/bin/ip")
-        .args(["link", "set", "lo", "up"])
-        .status();
+    if !ip(&["link", "set", "lo", "up"]) {
+        crate::log("network: could not bring lo up");
+    }
     let arg = |key: &str| {
         cmdline
             .split_whitespace()
             .find_map(|a| a.strip_prefix(key))
             .map(str::to_string)
     };
+    // User-mode networking: QEMU's fixed addresses. Configured with the initramfs's `ip`
+    // (a runtime image may have none); DNS after the switch, in the new root.
+    let user_net = arg("hearth.net=").as_deref() == Some("user");
+    if user_net {
+        for args in [
+            &["link", "set", "eth0", "up"][..],
+            &["addr", "add", "10.0.2.15/24", "dev", "eth0"],
+            &["route", "add", "default", "via", "10.0.2.2"],
+        ] {
+            if !ip(args) {
+                crate::log(&format!("network: ip {} failed", args.join(" ")));
+            }
+        }
+    }
     let rootfs = arg("hearth.rootfs=");
     let disk = arg("hearth.disk=");
     if rootfs.is_some() || disk.is_some() {
@@ -76,6 +90,9 @@ pub fn as_pid1() {
             Ok(what) => crate::log(&format!("root filesystem: {what}")),
             Err(e) => crate::log(&format!("staying in the initramfs: {e}")),
         }
+    }
+    if user_net {
+        let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
     }
     // Volumes: `NAME:SERIAL,…`, each an ext4 mounted at /volumes/NAME.
     for entry in arg("hearth.volumes=").unwrap_or_default().split(',') {
@@ -88,6 +105,14 @@ pub fn as_pid1() {
             Err(e) => crate::log(&format!("volume {name}: {e}")),
         }
     }
+}
+
+/// Runs the initramfs's busybox `ip` (at /sbin/ip) with `args`; whether it succeeded.
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("/sbin/ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The block device whose virtio serial number is `serial`, waiting (bounded) for it.

@@ -1,6 +1,7 @@
-//! Volumes end to end on real TCG guests: data written through one VM is read by another
-//! after detach and attach, volumes grow, and every misuse gets a clear 4xx. Every QEMU is
-//! killed when the test ends.
+//! Volumes and user-mode networking end to end on real TCG guests: data written through
+//! one VM is read by another after detach and attach, volumes grow, a port forward on the
+//! host's loopback reaches a server in the guest, and every misuse gets a clear 4xx. Every
+//! QEMU is killed when the test ends.
 
 mod common;
 
@@ -156,6 +157,90 @@ async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
     assert!(!file.exists());
     let (s, _) = t.get("/v1/volumes/data").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    host.shutdown().await;
+    t.shutdown().await;
+}
+
+/// A port on the host's loopback that nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    let port = free_port();
+    let forward = json!([{"host_port": port, "guest_port": 8080}]);
+
+    for (body, why) in [
+        (
+            json!({"name": "n0", "network": "bridge"}),
+            "unknown network",
+        ),
+        (
+            json!({"name": "n0", "ports": forward}),
+            "ports without a network",
+        ),
+        (
+            json!({"name": "n0", "network": "user", "ports": [{"host_port": port, "guest_port": 0}]}),
+            "port 0",
+        ),
+        (
+            json!({"name": "n0", "network": "user", "ports": [{"host_port": port, "guest_port": 1}, {"host_port": port, "guest_port": 2}]}),
+            "one host port twice",
+        ),
+    ] {
+        let (s, b) = t.post("/v1/vms", body).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+        let _ = why;
+    }
+    let vm = post_ok(
+        &t,
+        "/v1/vms",
+        json!({"name": "web", "network": "user", "ports": forward}),
+    )
+    .await;
+    assert_eq!(vm["ip"], "10.0.2.15", "{vm}");
+    let (s, b) = t
+        .post(
+            "/v1/vms",
+            json!({"name": "web2", "network": "user", "ports": forward}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    wait(&t, "web", "running").await;
+    assert!(sh(&t, "web", "ip -4 addr show eth0")
+        .await
+        .contains("10.0.2.15/24"));
+    sh(
+        &t,
+        "web",
+        "mkdir -p /root/www && echo hello-from-guest > /root/www/index.html && httpd -p 8080 -h /root/www",
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(&url).await {
+            body = r.text().await.unwrap_or_default();
+            if body.contains("hello") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(body, "hello-from-guest\n");
+    // The forward goes with the VM.
+    assert_eq!(t.delete("/v1/vms/web").await, StatusCode::NO_CONTENT);
+    assert!(
+        reqwest::get(&url).await.is_err(),
+        "nothing listens once the VM is gone"
+    );
     host.shutdown().await;
     t.shutdown().await;
 }

@@ -16,6 +16,8 @@ pub struct SnapshotRecord {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub disk_mib: u64,
+    /// The VM's network kind (a clone gets the same).
+    pub network: String,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
     pub save_ms: u64,
@@ -29,7 +31,7 @@ pub struct SnapshotRecord {
 
 const COLS: &str = "id, name, vm_id, vm_name, host_id, image, vcpus, memory_mib, disk_mib, \
                     memory_bytes, disk_bytes, save_ms, profile, function_id, function_key, \
-                    created_at";
+                    created_at, network";
 
 fn snapshot(row: &AnyRow) -> Result<SnapshotRecord> {
     let u = |c: &str| col::<i64>(row, c).map(|v| v as u64);
@@ -50,6 +52,7 @@ fn snapshot(row: &AnyRow) -> Result<SnapshotRecord> {
         function_id: col(row, "function_id")?,
         function_key: col(row, "function_key")?,
         created_at_ms: col(row, "created_at")?,
+        network: col(row, "network")?,
     })
 }
 
@@ -57,7 +60,7 @@ impl Store {
     pub async fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO snapshots ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16)"
+             $11, $12, $13, $14, $15, $16, $17)"
         ))
         .bind(&s.id)
         .bind(&s.name)
@@ -75,6 +78,7 @@ impl Store {
         .bind(&s.function_id)
         .bind(&s.function_key)
         .bind(s.created_at_ms)
+        .bind(&s.network)
         .execute(&self.pool)
         .await
         .map_err(|e| {

@@ -15,6 +15,10 @@ pub struct VmRecord {
     pub memory_mib: u64,
     /// The VM's own disk (0: none).
     pub disk_mib: u64,
+    /// `none` or `user`.
+    pub network: String,
+    /// JSON list of port forwards.
+    pub ports: String,
     pub vmm: String,
     pub state: String,
     pub desired_state: String,
@@ -44,7 +48,7 @@ pub struct Observed {
 
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
-                    updated_at, started_at, function_id, disk_mib";
+                    updated_at, started_at, function_id, disk_mib, network, ports";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -67,6 +71,8 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         started_at_ms: col(row, "started_at")?,
         function_id: col(row, "function_id")?,
         disk_mib: col::<i64>(row, "disk_mib")? as u64,
+        network: col(row, "network")?,
+        ports: col(row, "ports")?,
     })
 }
 
@@ -78,7 +84,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19)"
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -99,6 +105,8 @@ impl Store {
         .bind(v.started_at_ms)
         .bind(&v.function_id)
         .bind(v.disk_mib as i64)
+        .bind(&v.network)
+        .bind(&v.ports)
         .execute(&self.pool)
         .await
         .map_err(|e| unique(e, name_taken(&v.name)))?;

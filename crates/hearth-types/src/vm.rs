@@ -116,6 +116,13 @@ pub struct Vm {
     /// The VM's own writable disk, which holds its root filesystem's changes (0: none;
     /// changes live in memory).
     pub disk_mib: u64,
+    /// `none`, or `user`: QEMU user-mode networking (egress through the host's own
+    /// connections; the guest is 10.0.2.15).
+    pub network: String,
+    /// The guest's address, when it has a network.
+    pub ip: Option<String>,
+    /// Forwards from the host's loopback into the guest (`user` network).
+    pub ports: Vec<PortForward>,
     /// `qemu`, `firecracker` or `cloud-hypervisor`.
     pub vmm: String,
     /// `kvm` or `tcg`, once started.
@@ -153,12 +160,47 @@ pub struct CreateVm {
     /// file is sparse: it takes only what the guest writes.
     #[serde(default)]
     pub disk_mib: Option<u64>,
+    /// `none` (default) or `user`: QEMU user-mode networking, the fallback until managed
+    /// networks exist.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// With `network: user`: host ports (on 127.0.0.1) forwarded into the guest.
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
     /// Start it at once (default true).
     #[serde(default)]
     pub start: Option<bool>,
     /// Pin it to a host (id or name).
     #[serde(default)]
     pub host_id: Option<String>,
+}
+
+/// A host port (bound on 127.0.0.1) forwarded to a guest port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub guest_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// `PATCH /v1/vms/{id}`: size changes apply at the next start.

@@ -51,11 +51,21 @@ pub struct VmConfig {
     /// Volumes (raw ext4 files), attached in order; the guest mounts each at
     /// `/volumes/<name>`.
     pub volumes: Vec<VolumeDisk>,
+    /// A NIC on QEMU user-mode networking, with its port forwards; none: no NIC.
+    pub user_net: Option<UserNet>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub accel: Accel,
     pub hostname: String,
     pub run_dir: PathBuf,
+}
+
+/// User-mode networking: the guest is 10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNet {
+    pub mac: String,
+    /// (protocol, host port on 127.0.0.1, guest port).
+    pub forwards: Vec<(String, u16, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

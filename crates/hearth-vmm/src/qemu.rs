@@ -66,6 +66,9 @@ pub fn append(config: &VmConfig) -> String {
     if config.disk.is_some() {
         a.push_str(" hearth.disk=disk");
     }
+    if config.user_net.is_some() {
+        a.push_str(" hearth.net=user");
+    }
     if !config.volumes.is_empty() {
         let list: Vec<String> = config
             .volumes
@@ -101,6 +104,10 @@ fn devices(config: &VmConfig) -> Vec<String> {
     }
     for i in 0..config.volumes.len() {
         d.push(format!("virtio-blk:vol{i}:rw"));
+    }
+    if config.user_net.is_some() {
+        // Not its MAC: a clone's NIC takes the saved one with the device state.
+        d.push("virtio-net:user".into());
     }
     d
 }
@@ -166,6 +173,18 @@ pub fn args(config: &VmConfig) -> Vec<String> {
     }
     for (i, v) in config.volumes.iter().enumerate() {
         args.extend(drive(&format!("vol{i}"), &v.path, false));
+    }
+    if let Some(n) = &config.user_net {
+        let mut netdev = "user,id=n0".to_string();
+        for (proto, host, guest) in &n.forwards {
+            netdev.push_str(&format!(",hostfwd={proto}:127.0.0.1:{host}-:{guest}"));
+        }
+        args.extend([
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            format!("virtio-net-device,netdev=n0,mac={}", n.mac),
+        ]);
     }
     args.extend([
         "-qmp".into(),
@@ -457,6 +476,7 @@ mod tests {
             disk: None,
             incoming: None,
             volumes: vec![],
+            user_net: None,
             vcpus: 2,
             memory_mib: 256,
             accel,

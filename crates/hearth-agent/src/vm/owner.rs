@@ -46,6 +46,10 @@ pub struct VmSpec {
     pub disk_mib: u64,
     /// Volumes to attach, in order.
     pub volumes: Vec<VolumeSpec>,
+    /// `user` for QEMU user-mode networking with `ports` forwarded; else no NIC.
+    pub network: String,
+    /// (protocol, host port on 127.0.0.1, guest port).
+    pub ports: Vec<(String, u16, u16)>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +85,22 @@ impl VmSpec {
                 "at most {MAX_VOLUMES} volumes per VM"
             )));
         }
+        if !matches!(self.network.as_str(), "" | "none" | "user") {
+            return Err(VmError::Invalid(format!(
+                "network must be none or user, got {:?}",
+                self.network
+            )));
+        }
+        if !self.ports.is_empty() && self.network != "user" {
+            return Err(VmError::Invalid("port forwards need network user".into()));
+        }
+        for (proto, host, guest) in &self.ports {
+            if !matches!(proto.as_str(), "tcp" | "udp") || *host == 0 || *guest == 0 {
+                return Err(VmError::Invalid(format!(
+                    "bad port forward {proto}:{host}->{guest}"
+                )));
+            }
+        }
         for v in &self.volumes {
             if !hearth_types::is_plain_id(&v.id)
                 || hearth_types::vm::check_name("volume", &v.name).is_err()
@@ -112,6 +132,15 @@ impl From<pb::VmSpec> for VmSpec {
                     id: v.id,
                     name: v.name,
                     size_mib: v.size_mib,
+                })
+                .collect(),
+            network: s.network,
+            ports: s
+                .ports
+                .into_iter()
+                .map(|p| {
+                    let port = |n: u32| u16::try_from(n).unwrap_or(0);
+                    (p.protocol, port(p.host_port), port(p.guest_port))
                 })
                 .collect(),
         }
@@ -188,6 +217,13 @@ async fn tell_restored(client: &GuestClient, hostname: String) -> Result<(), Str
         Ok(Err(e)) => Err(format!("telling the guest it was restored: {e}")),
         Err(_) => Err("the restored guest did not take its new identity within 10 s".into()),
     }
+}
+
+/// A stable, locally administered MAC for a VM's NIC.
+fn mac_of(vm_id: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(vm_id.as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
 }
 
 fn now_ms() -> i64 {
@@ -348,6 +384,10 @@ impl Owner {
                     path: self.host.files.volume(&v.id),
                 })
                 .collect(),
+            user_net: (spec.network == "user").then(|| hearth_vmm::UserNet {
+                mac: mac_of(&spec.id),
+                forwards: spec.ports.clone(),
+            }),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             accel: self.host.accel.choose(),

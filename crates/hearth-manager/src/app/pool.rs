@@ -378,6 +378,8 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
                 vcpus: Some(1),
                 memory_mib: Some(f.memory_mib),
                 disk_mib: Some(0),
+                network: None,
+                ports: Vec::new(),
                 start: Some(true),
                 host_id: None,
             },

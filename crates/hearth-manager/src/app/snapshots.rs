@@ -96,6 +96,7 @@ impl App {
             vcpus: v.vcpus,
             memory_mib: v.memory_mib,
             disk_mib: v.disk_mib,
+            network: v.network.clone(),
             memory_bytes: info.memory_bytes,
             disk_bytes: info.disk_bytes,
             save_ms: info.save_ms,
@@ -196,6 +197,8 @@ impl App {
             &host.id,
             s.image.clone(),
             (s.vcpus, s.memory_mib, s.disk_mib),
+            // Same kind of network; no forwards (their host ports belong to the original).
+            (&s.network, &[]),
             true,
             function_id,
         );

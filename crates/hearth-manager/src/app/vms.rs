@@ -17,7 +17,8 @@ use hearth_types::api::Page;
 use hearth_types::host::{Host, HostStatus, Resources};
 use hearth_types::new_id;
 use hearth_types::vm::{
-    check_name, CreateVm, DesiredState, ExecResult, ExecVm, UpdateVm, Vm, VmMetrics, VmState,
+    check_name, CreateVm, DesiredState, ExecResult, ExecVm, PortForward, UpdateVm, Vm, VmMetrics,
+    VmState,
 };
 
 use super::hosts::{HostClient, RegistryError};
@@ -37,7 +38,55 @@ const MAX_WAIT_S: u64 = 600;
 /// so a heartbeat that races a create or a start does not start it twice.
 const MISSING_GRACE_MS: i64 = 5_000;
 
+/// The guest's address on QEMU user-mode networking.
+const USER_NET_IP: &str = "10.0.2.15";
+const MAX_PORTS: usize = 32;
+
+pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
+    serde_json::from_str(&r.ports).unwrap_or_default()
+}
+
+/// Checks a VM's network and port forwards; the forwards must not take a host port another
+/// VM on `host` forwards.
+fn check_network(network: &str, ports: &[PortForward], others: &[VmRecord]) -> ApiResult<()> {
+    if !matches!(network, "none" | "user") {
+        return Err(ApiError::bad_request(format!(
+            "network must be none or user (QEMU user-mode networking), got {network:?}"
+        )));
+    }
+    if !ports.is_empty() && network != "user" {
+        return Err(ApiError::bad_request("ports need \"network\": \"user\""));
+    }
+    if ports.len() > MAX_PORTS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_PORTS} port forwards per VM"
+        )));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        if p.host_port == 0 || p.guest_port == 0 {
+            return Err(ApiError::bad_request("ports must be 1–65535"));
+        }
+        let taken = |q: &PortForward| q.host_port == p.host_port && q.protocol == p.protocol;
+        if ports[..i].iter().any(taken) {
+            return Err(ApiError::bad_request(format!(
+                "host port {} is forwarded twice",
+                p.host_port
+            )));
+        }
+        if let Some(o) = others.iter().find(|o| ports_of(o).iter().any(taken)) {
+            return Err(ApiError::Conflict(format!(
+                "host port {}/{} is already forwarded to VM {}",
+                p.host_port,
+                p.protocol.as_str(),
+                o.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn vm_view(r: VmRecord) -> Vm {
+    let ports = ports_of(&r);
     Vm {
         state: r.state.parse().unwrap_or(VmState::Failed),
         desired_state: if r.desired_state == "running" {
@@ -52,6 +101,9 @@ fn vm_view(r: VmRecord) -> Vm {
         vcpus: r.vcpus,
         memory_mib: r.memory_mib,
         disk_mib: r.disk_mib,
+        ip: (r.network == "user").then(|| USER_NET_IP.to_string()),
+        ports,
+        network: r.network,
         vmm: r.vmm,
         accelerator: r.accelerator,
         reason: r.reason,
@@ -97,6 +149,7 @@ pub(crate) fn new_record(
     host_id: &str,
     image: String,
     (vcpus, memory_mib, disk_mib): (u32, u64, u64),
+    (network, ports): (&str, &[PortForward]),
     start: bool,
     function_id: Option<&str>,
 ) -> VmRecord {
@@ -109,6 +162,8 @@ pub(crate) fn new_record(
         vcpus,
         memory_mib,
         disk_mib,
+        network: network.to_string(),
+        ports: serde_json::to_string(ports).unwrap_or_else(|_| "[]".into()),
         vmm: "qemu".into(),
         state: if start { "starting" } else { "stopped" }.into(),
         desired_state: if start { "running" } else { "stopped" }.into(),
@@ -250,6 +305,15 @@ impl App {
             memory_mib: v.memory_mib,
             disk_mib: v.disk_mib,
             volumes: self.volume_specs(&v.id).await?,
+            network: v.network.clone(),
+            ports: ports_of(v)
+                .into_iter()
+                .map(|p| pb::PortForward {
+                    host_port: p.host_port.into(),
+                    guest_port: p.guest_port.into(),
+                    protocol: p.protocol.as_str().into(),
+                })
+                .collect(),
         })
     }
 
@@ -286,11 +350,18 @@ impl App {
         let host = self
             .place(req.host_id.as_deref(), &image, vcpus, memory_mib)
             .await?;
+        let network = req.network.as_deref().unwrap_or("none");
+        check_network(
+            network,
+            &req.ports,
+            &self.store().vms_on_host(&host.id).await?,
+        )?;
         let record = new_record(
             req.name,
             &host.id,
             image,
             (vcpus, memory_mib, disk_mib),
+            (network, &req.ports),
             start,
             function_id,
         );

@@ -31,6 +31,13 @@ pub enum VmCmd {
         /// memory)
         #[arg(long, default_value_t = 1024)]
         disk: u64,
+        /// none, or user (QEMU user-mode networking: egress through the host)
+        #[arg(long, default_value = "none")]
+        network: String,
+        /// Forward a port of the host's loopback into the guest: HOST:GUEST[/udp]
+        /// (repeatable; needs --network user)
+        #[arg(long = "port", short = 'p')]
+        ports: Vec<String>,
         /// Pin it to a host (id or name)
         #[arg(long)]
         host: Option<String>,
@@ -137,6 +144,22 @@ fn row(v: &Vm) -> Vec<String> {
     ]
 }
 
+/// `HOST:GUEST[/tcp|/udp]` as the API's port forward.
+fn parse_port(s: &str) -> anyhow::Result<serde_json::Value> {
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let parsed = ports
+        .split_once(':')
+        .and_then(|(h, g)| Some((h.parse::<u16>().ok()?, g.parse::<u16>().ok()?)));
+    match (parsed, proto) {
+        (Some((h, g)), "tcp" | "udp") => {
+            Ok(json!({"host_port": h, "guest_port": g, "protocol": proto}))
+        }
+        _ => anyhow::bail!(
+            "--port {s:?}: use HOST:GUEST, optionally with /tcp or /udp (e.g. 8080:80)"
+        ),
+    }
+}
+
 pub(super) fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         return output::json(v);
@@ -150,6 +173,32 @@ pub(super) fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
         ("image", v.image.clone()),
         ("vcpus", v.vcpus.to_string()),
         ("memory", format!("{} MiB", v.memory_mib)),
+        (
+            "network",
+            match &v.ip {
+                Some(ip) => format!("{} ({ip})", v.network),
+                None => v.network.clone(),
+            },
+        ),
+        (
+            "ports",
+            if v.ports.is_empty() {
+                "-".into()
+            } else {
+                v.ports
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "127.0.0.1:{} → {}/{}",
+                            p.host_port,
+                            p.guest_port,
+                            p.protocol.as_str()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
         (
             "disk",
             if v.disk_mib == 0 {
@@ -221,16 +270,23 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             vcpus,
             memory,
             disk,
+            network,
+            ports,
             host,
             no_start,
             wait: w,
             timeout,
         } => {
+            let ports = ports
+                .iter()
+                .map(|p| parse_port(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let mut v: Vm = client
                 .post(
                     "/v1/vms",
                     json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
-                           "disk_mib": disk, "start": !no_start, "host_id": host}),
+                           "disk_mib": disk, "network": network, "ports": ports,
+                           "start": !no_start, "host_id": host}),
                 )
                 .await?;
             if w && !no_start {
