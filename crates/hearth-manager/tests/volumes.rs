@@ -244,3 +244,69 @@ async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
     host.shutdown().await;
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_template_makes_vms_with_their_volumes_and_user_data() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    for body in [
+        json!({"name": "Bad"}),
+        json!({"name": "t1", "spec": {"network": "bridge"}}),
+        json!({"name": "t1", "spec": {"volumes": [{"name": "d", "size_mib": 64}, {"name": "d", "size_mib": 64}]}}),
+        json!({"name": "t1", "spec": {"cpus": 2}}),
+    ] {
+        let (s, b) = t.post("/v1/templates", body.clone()).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let tpl = post_ok(
+        &t,
+        "/v1/templates",
+        json!({"name": "worker", "spec": {"memory_mib": 192,
+            "volumes": [{"name": "scratch", "size_mib": 32}],
+            "user_data": "echo made-by-user-data > /root/marker\n"}}),
+    )
+    .await;
+    assert_eq!(tpl["spec"]["memory_mib"], 192, "{tpl}");
+
+    let (s, vm) = t
+        .post("/v1/templates/worker/instantiate", json!({"name": "w1"}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{vm}");
+    assert_eq!(vm["memory_mib"], 192);
+    wait(&t, "w1", "running").await;
+    let (_, vol) = t.get("/v1/volumes/w1-scratch").await;
+    assert_eq!(vol["vm_id"], vm["id"], "{vol}");
+    assert!(sh(&t, "w1", "mount").await.contains("/volumes/w1-scratch"));
+    // User data runs once, in the background, after the first boot.
+    let mut out = String::new();
+    for _ in 0..100 {
+        let (_, b) = t
+            .post(
+                "/v1/vms/w1/exec",
+                json!({"command": ["sh", "-c", "cat /root/marker /var/lib/hearth/user-data.done"]}),
+            )
+            .await;
+        out = b["stdout"].as_str().unwrap_or_default().to_string();
+        if out.contains('0') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(out, "made-by-user-data\n0\n");
+
+    // A name already taken leaves nothing behind (no stray volume).
+    let (s, b) = t
+        .post("/v1/templates/worker/instantiate", json!({"name": "w1"}))
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    let (_, vols) = t.get("/v1/volumes").await;
+    assert_eq!(vols["items"].as_array().unwrap().len(), 1, "{vols}");
+    assert_eq!(
+        t.delete("/v1/templates/worker").await,
+        StatusCode::NO_CONTENT
+    );
+    let (s, _) = t.get("/v1/vms/w1").await;
+    assert_eq!(s, StatusCode::OK, "instances outlive their template");
+    host.shutdown().await;
+    t.shutdown().await;
+}

@@ -15,6 +15,7 @@ mod functions;
 mod hosts;
 mod secrets;
 mod snapshots;
+mod templates;
 mod vms;
 mod volumes;
 
@@ -33,6 +34,7 @@ pub use functions::{
 pub use hosts::{HostRecord, NewHost};
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
+pub use templates::TemplateRecord;
 pub use vms::{Observed, VmRecord};
 pub use volumes::VolumeRecord;
 

@@ -19,6 +19,8 @@ pub struct VmRecord {
     pub network: String,
     /// JSON list of port forwards.
     pub ports: String,
+    /// A script run once at the first boot.
+    pub user_data: String,
     pub vmm: String,
     pub state: String,
     pub desired_state: String,
@@ -48,7 +50,7 @@ pub struct Observed {
 
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
-                    updated_at, started_at, function_id, disk_mib, network, ports";
+                    updated_at, started_at, function_id, disk_mib, network, ports, user_data";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -73,6 +75,7 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         disk_mib: col::<i64>(row, "disk_mib")? as u64,
         network: col(row, "network")?,
         ports: col(row, "ports")?,
+        user_data: col(row, "user_data")?,
     })
 }
 
@@ -84,7 +87,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -107,6 +110,7 @@ impl Store {
         .bind(v.disk_mib as i64)
         .bind(&v.network)
         .bind(&v.ports)
+        .bind(&v.user_data)
         .execute(&self.pool)
         .await
         .map_err(|e| unique(e, name_taken(&v.name)))?;

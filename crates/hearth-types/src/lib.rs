@@ -10,6 +10,7 @@ pub mod function;
 pub mod host;
 pub mod runtime;
 pub mod snapshot;
+pub mod template;
 pub mod vm;
 pub mod volume;
 

@@ -167,6 +167,10 @@ pub struct CreateVm {
     /// With `network: user`: host ports (on 127.0.0.1) forwarded into the guest.
     #[serde(default)]
     pub ports: Vec<PortForward>,
+    /// A shell script the guest runs once, after its first boot (at most 64 KiB; output in
+    /// /var/log/hearth-user-data.log).
+    #[serde(default)]
+    pub user_data: Option<String>,
     /// Start it at once (default true).
     #[serde(default)]
     pub start: Option<bool>,

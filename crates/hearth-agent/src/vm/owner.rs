@@ -50,7 +50,13 @@ pub struct VmSpec {
     pub network: String,
     /// (protocol, host port on 127.0.0.1, guest port).
     pub ports: Vec<(String, u16, u16)>,
+    /// A script the guest runs once, after its first boot.
+    pub user_data: String,
 }
+
+/// Bounds of user data: its size and how long it may run.
+const MAX_USER_DATA: usize = 64 << 10;
+const USER_DATA_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct VolumeSpec {
@@ -83,6 +89,11 @@ impl VmSpec {
         if self.volumes.len() > MAX_VOLUMES {
             return Err(VmError::Invalid(format!(
                 "at most {MAX_VOLUMES} volumes per VM"
+            )));
+        }
+        if self.user_data.len() > MAX_USER_DATA {
+            return Err(VmError::Invalid(format!(
+                "user data must be at most {MAX_USER_DATA} bytes"
             )));
         }
         if !matches!(self.network.as_str(), "" | "none" | "user") {
@@ -135,6 +146,7 @@ impl From<pb::VmSpec> for VmSpec {
                 })
                 .collect(),
             network: s.network,
+            user_data: s.user_data,
             ports: s
                 .ports
                 .into_iter()
@@ -217,6 +229,32 @@ async fn tell_restored(client: &GuestClient, hostname: String) -> Result<(), Str
         Ok(Err(e)) => Err(format!("telling the guest it was restored: {e}")),
         Err(_) => Err("the restored guest did not take its new identity within 10 s".into()),
     }
+}
+
+/// Runs the VM's user data in the guest, in the background, unless it already ran there:
+/// a marker under /var/lib/hearth (on the VM's disk, when it has one) remembers. Its output
+/// goes to /var/log/hearth-user-data.log, its exit code to the marker.
+fn run_user_data(vm: String, guest: GuestClient, script: &str) {
+    const WRAPPER: &str = "m=/var/lib/hearth/user-data.done; [ -e $m ] && exit 0; \
+        mkdir -p /var/lib/hearth /var/log; sh -s > /var/log/hearth-user-data.log 2>&1; \
+        echo $? > $m";
+    let req = Request::Exec {
+        argv: vec!["sh".into(), "-c".into(), WRAPPER.into()],
+        env: Default::default(),
+        cwd: Some("/root".into()),
+        timeout_ms: USER_DATA_TIMEOUT.as_millis() as u64,
+        pty: None,
+    };
+    let script = script.as_bytes().to_vec();
+    tokio::spawn(async move {
+        let bound = USER_DATA_TIMEOUT + Duration::from_secs(10);
+        match tokio::time::timeout(bound, guest.exec(&req, &script, 64 << 10)).await {
+            Ok(Ok(out)) if out.code == 0 => tracing::info!(%vm, "user data ran"),
+            Ok(Ok(out)) => tracing::warn!(%vm, code = out.code, "user data wrapper failed"),
+            Ok(Err(e)) => tracing::warn!(%vm, error = %e, "user data did not run"),
+            Err(_) => tracing::warn!(%vm, "user data did not finish in time"),
+        }
+    });
 }
 
 /// A stable, locally administered MAC for a VM's NIC.
@@ -576,6 +614,9 @@ impl Owner {
         }
         match res {
             Ok(client) => {
+                if !self.spec.user_data.is_empty() {
+                    run_user_data(self.spec.id.clone(), client.clone(), &self.spec.user_data);
+                }
                 self.guest.send_replace(Some(client));
                 self.set(VmState::Running, None);
             }

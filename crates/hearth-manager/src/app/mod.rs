@@ -13,6 +13,7 @@ pub mod runtimes;
 pub mod schedules;
 pub mod secrets;
 pub mod snapshots;
+pub mod templates;
 pub mod throttle;
 pub mod vms;
 pub mod volumes;

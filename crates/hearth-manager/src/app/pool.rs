@@ -380,6 +380,7 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
                 disk_mib: Some(0),
                 network: None,
                 ports: Vec::new(),
+                user_data: None,
                 start: Some(true),
                 host_id: None,
             },

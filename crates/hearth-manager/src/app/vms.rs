@@ -41,6 +41,7 @@ const MISSING_GRACE_MS: i64 = 5_000;
 /// The guest's address on QEMU user-mode networking.
 const USER_NET_IP: &str = "10.0.2.15";
 const MAX_PORTS: usize = 32;
+pub(crate) const MAX_USER_DATA: usize = 64 << 10;
 
 pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
     serde_json::from_str(&r.ports).unwrap_or_default()
@@ -164,6 +165,7 @@ pub(crate) fn new_record(
         disk_mib,
         network: network.to_string(),
         ports: serde_json::to_string(ports).unwrap_or_else(|_| "[]".into()),
+        user_data: String::new(),
         vmm: "qemu".into(),
         state: if start { "starting" } else { "stopped" }.into(),
         desired_state: if start { "running" } else { "stopped" }.into(),
@@ -306,6 +308,7 @@ impl App {
             disk_mib: v.disk_mib,
             volumes: self.volume_specs(&v.id).await?,
             network: v.network.clone(),
+            user_data: v.user_data.clone(),
             ports: ports_of(v)
                 .into_iter()
                 .map(|p| pb::PortForward {
@@ -356,7 +359,13 @@ impl App {
             &req.ports,
             &self.store().vms_on_host(&host.id).await?,
         )?;
-        let record = new_record(
+        let user_data = req.user_data.unwrap_or_default();
+        if user_data.len() > MAX_USER_DATA {
+            return Err(ApiError::bad_request(format!(
+                "user_data must be at most {MAX_USER_DATA} bytes"
+            )));
+        }
+        let mut record = new_record(
             req.name,
             &host.id,
             image,
@@ -365,6 +374,7 @@ impl App {
             start,
             function_id,
         );
+        record.user_data = user_data;
         self.store().insert_vm(&record).await?;
         if start {
             if let Err(e) = self.start_on_agent(&record).await {

@@ -13,6 +13,7 @@ mod hosts;
 mod ops;
 pub mod policy;
 mod snapshots;
+mod templates;
 mod users;
 mod vms;
 mod volumes;
@@ -49,7 +50,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "vms"), (name = "snapshots"), (name = "volumes"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "snapshots"), (name = "volumes"), (name = "templates"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -110,6 +111,12 @@ fn api_routes() -> OpenApiRouter<App> {
         ))
         .routes(routes!(volumes::attach_volume))
         .routes(routes!(volumes::detach_volume))
+        .routes(routes!(
+            templates::list_templates,
+            templates::create_template
+        ))
+        .routes(routes!(templates::get_template, templates::delete_template))
+        .routes(routes!(templates::instantiate))
         .merge(function_routes())
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))

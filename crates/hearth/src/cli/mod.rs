@@ -4,6 +4,7 @@ mod client;
 mod functions;
 mod output;
 mod snapshot;
+mod template;
 mod vm;
 mod volume;
 
@@ -76,6 +77,9 @@ enum Command {
     /// Volumes: disks that outlive VMs
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// Templates: named VM specs, instantiated into VMs
+    #[command(subcommand)]
+    Template(template::TemplateCmd),
     /// Serverless functions
     #[command(subcommand, name = "fn")]
     Fn(functions::FnCmd),
@@ -252,6 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
         Command::Snapshot(cmd) => snapshot::snapshot(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Volume(cmd) => volume::volume(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Template(cmd) => template::template(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Fn(cmd) => return functions::function(Client::new(cli.url)?, cmd, json_out).await,
         Command::Runtime(cmd) => functions::runtime(Client::new(cli.url)?, cmd, json_out).await?,
