@@ -146,11 +146,7 @@ impl Vms {
 
     /// Starts a VM from a snapshot: a new VM, or in place for one this agent has.
     pub async fn restore(&self, spec: VmSpec, snapshot: &str) -> Result<pb::VmStatus, VmError> {
-        if !hearth_types::is_plain_id(snapshot) {
-            return Err(VmError::Invalid(
-                "snapshot id must be 1–64 letters, digits or dashes".into(),
-            ));
-        }
+        plain_id("snapshot", snapshot)?;
         let new = self.adopt(&spec)?;
         let id = spec.id.clone();
         let res = self
@@ -165,49 +161,25 @@ impl Vms {
 
     /// Saves a VM's memory and disk as snapshot `snapshot`.
     pub async fn snapshot(&self, id: &str, snapshot: &str) -> Result<pb::SnapshotInfo, VmError> {
-        if !hearth_types::is_plain_id(snapshot) {
-            return Err(VmError::Invalid(
-                "snapshot id must be 1–64 letters, digits or dashes".into(),
-            ));
-        }
+        plain_id("snapshot", snapshot)?;
         self.send(id, |tx| Command::Snapshot(snapshot.to_string(), tx))
             .await
     }
 
     /// Removes a snapshot's files. Deleting an unknown snapshot succeeds.
     pub fn delete_snapshot(&self, snapshot: &str) -> Result<(), VmError> {
-        if !hearth_types::is_plain_id(snapshot) {
-            return Err(VmError::Invalid(
-                "snapshot id must be 1–64 letters, digits or dashes".into(),
-            ));
-        }
-        let dir = self.host.files.snapshot(snapshot).0;
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(VmError::Failed(format!(
-                "removing snapshot {snapshot}: {e}"
-            ))),
-        }
+        plain_id("snapshot", snapshot)?;
+        let removed = std::fs::remove_dir_all(self.host.files.snapshot(snapshot).0);
+        gone(removed, &format!("snapshot {snapshot}"))
     }
 
     /// Removes a volume's file. Deleting an unknown volume succeeds.
     pub fn delete_volume(&self, id: &str) -> Result<(), VmError> {
-        if !hearth_types::is_plain_id(id) {
-            return Err(VmError::Invalid(
-                "volume id must be 1–64 letters, digits or dashes".into(),
-            ));
-        }
-        match std::fs::remove_file(self.host.files.volume(id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(VmError::Failed(format!("removing volume {id}: {e}"))),
-        }
-    }
-
-    /// Allocated bytes of VM disks and of snapshots on this host.
-    pub fn disk_usage(&self) -> (u64, u64) {
-        self.host.files.usage()
+        plain_id("volume", id)?;
+        gone(
+            std::fs::remove_file(self.host.files.volume(id)),
+            &format!("volume {id}"),
+        )
     }
 
     pub async fn stop(&self, id: &str, force: bool) -> Result<pb::VmStatus, VmError> {
@@ -279,6 +251,27 @@ impl Vms {
         for id in ids {
             let _ = self.stop(&id, true).await;
         }
+    }
+}
+
+/// `id` is safe as a file name and a log field, or an `Invalid` error naming `what`.
+fn plain_id(what: &str, id: &str) -> Result<(), VmError> {
+    if hearth_types::is_plain_id(id) {
+        Ok(())
+    } else {
+        Err(VmError::Invalid(format!(
+            "{what} id must be 1–64 letters, digits or dashes"
+        )))
+    }
+}
+
+/// A removal's outcome: done, or nothing was there (also done), or why it failed.
+fn gone(removed: std::io::Result<()>, what: &str) -> Result<(), VmError> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(VmError::Failed(format!("removing {what}: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -70,11 +70,7 @@ const MAX_VOLUMES: usize = 16;
 
 impl VmSpec {
     pub fn validate(&self) -> Result<(), VmError> {
-        if !hearth_types::is_plain_id(&self.id) {
-            return Err(VmError::Invalid(
-                "VM id must be 1–64 letters, digits or dashes".into(),
-            ));
-        }
+        super::plain_id("VM", &self.id)?;
         if !(1..=64).contains(&self.vcpus) {
             return Err(VmError::Invalid("vcpus must be 1–64".into()));
         }
