@@ -128,33 +128,47 @@ async fn run(cmd: &mut tokio::process::Command, what: &str) -> Result<(), VmErro
     Ok(())
 }
 
+/// Creates `dir` (and its parents) readable by the agent only: disks and saved guest
+/// memory hold the guests' data and secrets.
+pub fn private_dir(dir: &Path) -> Result<(), VmError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| VmError::Failed(format!("creating {}: {e}", dir.display())))
+}
+
+/// Makes the file at `path` by running `make` on a temporary name beside it, then renaming:
+/// `path` is either whole or absent, never half-written.
+async fn make_file(
+    path: &Path,
+    what: &str,
+    make: impl FnOnce(&Path) -> tokio::process::Command,
+) -> Result<(), VmError> {
+    private_dir(path.parent().expect("a disk path has a parent"))?;
+    let tmp = path.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = run(&mut make(&tmp), what).await {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| VmError::Failed(format!("placing the disk: {e}")))
+}
+
 /// Creates an empty ext4 disk of `mib` MiB at `path` (a sparse file) unless one is there.
 pub async fn ensure_disk(path: &Path, mib: u64) -> Result<(), VmError> {
     if path.is_file() {
         return Ok(());
     }
-    let dir = path.parent().expect("a disk path has a parent");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| VmError::Failed(format!("creating {}: {e}", dir.display())))?;
-    let tmp = path.with_extension("partial");
-    let _ = std::fs::remove_file(&tmp);
-    let made = run(
-        tokio::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "hearth-disk", "-E"])
+    make_file(path, "creating the disk (mkfs.ext4)", |tmp| {
+        let mut c = tokio::process::Command::new("mkfs.ext4");
+        c.args(["-q", "-F", "-L", "hearth-disk", "-E"])
             .arg("lazy_itable_init=1,lazy_journal_init=1")
-            .arg(&tmp)
-            .arg(format!("{mib}M")),
-        "creating the VM's disk (mkfs.ext4)",
-    )
-    .await;
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| VmError::Failed(format!("placing the disk: {e}")))
+            .arg(tmp)
+            .arg(format!("{mib}M"));
+        c
+    })
+    .await
 }
 
 /// Grows the ext4 file at `path` to `mib` MiB (never shrinks it).
@@ -178,25 +192,12 @@ pub async fn grow_disk(path: &Path, mib: u64) -> Result<(), VmError> {
 
 /// Copies a disk keeping its holes (a reflink where the file system can).
 pub async fn copy_disk(from: &Path, to: &Path) -> Result<(), VmError> {
-    if let Some(dir) = to.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| VmError::Failed(format!("creating {}: {e}", dir.display())))?;
-    }
-    let tmp = to.with_extension("partial");
-    let copied = run(
-        tokio::process::Command::new("cp")
-            .args(["--sparse=always", "--reflink=auto"])
+    make_file(to, "copying the disk", |tmp| {
+        let mut c = tokio::process::Command::new("cp");
+        c.args(["--sparse=always", "--reflink=auto"])
             .arg(from)
-            .arg(&tmp),
-        "copying the disk",
-    )
-    .await;
-    if let Err(e) = copied {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, to).map_err(|e| VmError::Failed(format!("placing the disk: {e}")))
+            .arg(tmp);
+        c
+    })
+    .await
 }

@@ -13,7 +13,6 @@
 //! (with the reason and the serial tail) without anyone asking. Every state change is
 //! published on a watch channel and pushed to the manager.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -505,12 +504,7 @@ impl Owner {
         }
         let partial = files.partial(&id);
         let _ = std::fs::remove_dir_all(&partial.0);
-        // Guest memory holds secrets (a function's environment): only the agent reads it.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&partial.0)
-            .map_err(|e| VmError::Failed(format!("creating {}: {e}", partial.0.display())))?;
+        files::private_dir(&partial.0)?;
         let started = Instant::now();
         let saved = async {
             if state == VmState::Running {
