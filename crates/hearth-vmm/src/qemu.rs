@@ -209,21 +209,18 @@ fn shell_quote(path: &Path) -> String {
 /// How long loading or saving a VM's state may take.
 const STATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Polls `query-migrate` until the migration in flight completes (or fails).
-async fn wait_migration(qmp: &mut Qmp, what: &str) -> Result<(), VmmError> {
+/// Runs the query `command` every 5 ms until `decide` settles on an answer from its
+/// result, bounded by [`STATE_TIMEOUT`] (`what` names the wait in the error).
+async fn poll<T>(
+    qmp: &mut Qmp,
+    command: &str,
+    what: &str,
+    mut decide: impl FnMut(&serde_json::Value) -> Option<Result<T, VmmError>>,
+) -> Result<T, VmmError> {
     let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
     loop {
-        let st = qmp.execute("query-migrate", None).await?;
-        match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
-            "completed" => return Ok(()),
-            "failed" | "cancelled" => {
-                let why = st
-                    .get("error-desc")
-                    .and_then(|s| s.as_str())
-                    .unwrap_or("no reason given");
-                return Err(VmmError::Snapshot(format!("{what} failed: {why}")));
-            }
-            _ => {}
+        if let Some(answer) = decide(&qmp.execute(command, None).await?) {
+            return answer;
         }
         if tokio::time::Instant::now() > deadline {
             return Err(VmmError::Snapshot(format!(
@@ -233,6 +230,24 @@ async fn wait_migration(qmp: &mut Qmp, what: &str) -> Result<(), VmmError> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until the migration in flight completes (or fails).
+async fn wait_migration(qmp: &mut Qmp, what: &str) -> Result<(), VmmError> {
+    poll(qmp, "query-migrate", what, |st| {
+        match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+            "completed" => Some(Ok(())),
+            "failed" | "cancelled" => {
+                let why = st
+                    .get("error-desc")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("no reason given");
+                Some(Err(VmmError::Snapshot(format!("{what} failed: {why}"))))
+            }
+            _ => None,
+        }
+    })
+    .await
 }
 
 /// The QEMU driver.
@@ -344,44 +359,24 @@ impl Hypervisor for Qemu {
 
 /// Waits for an incoming state to load, then lets the VM run.
 async fn load_state(rd: &RunDir<'_>) -> Result<(), VmmError> {
-    // The socket file appears at bind(), a moment before QEMU listens on it.
-    let listening = tokio::time::Instant::now() + QMP_TIMEOUT;
-    let mut qmp = loop {
-        match Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await {
-            Ok(q) => break q,
-            Err(crate::qmp::QmpError::Io(e))
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && tokio::time::Instant::now() < listening =>
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let deadline = tokio::time::Instant::now() + STATE_TIMEOUT;
-    loop {
-        let st = qmp.execute("query-status", None).await?;
+    let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
+    let what = "loading the saved state";
+    // Whether the loaded VM still has to be let run.
+    let held = poll(&mut qmp, "query-status", what, |st| {
         match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
-            "inmigrate" => {}
-            "running" => return Ok(()),
-            "paused" | "prelaunch" | "postmigrate" => {
-                qmp.execute("cont", None).await?;
-                return Ok(());
-            }
-            other => {
-                return Err(VmmError::Snapshot(format!(
-                    "loading the saved state failed (QEMU is {other})"
-                )))
-            }
+            "inmigrate" => None,
+            "running" => Some(Ok(false)),
+            "paused" | "prelaunch" | "postmigrate" => Some(Ok(true)),
+            other => Some(Err(VmmError::Snapshot(format!(
+                "{what} failed (QEMU is {other})"
+            )))),
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err(VmmError::Snapshot(format!(
-                "loading the saved state did not finish within {} s",
-                STATE_TIMEOUT.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    })
+    .await?;
+    if held {
+        qmp.execute("cont", None).await?;
     }
+    Ok(())
 }
 
 struct QemuControl {

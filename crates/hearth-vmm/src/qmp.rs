@@ -32,10 +32,20 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Connects and leaves capability negotiation mode.
+    /// Connects and leaves capability negotiation mode. A refused connection is tried
+    /// again within `timeout`: QEMU's socket file appears at bind(), a moment before it
+    /// listens.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
         let fut = async {
-            let (rd, wr) = UnixStream::connect(path).await?.into_split();
+            let stream = loop {
+                match UnixStream::connect(path).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            let (rd, wr) = stream.into_split();
             let mut qmp = Qmp {
                 rd: BufReader::new(rd),
                 wr,
@@ -152,5 +162,36 @@ mod tests {
         let seen = server.await.unwrap();
         assert!(seen[0].contains("qmp_capabilities"));
         assert!(seen[1].contains("query-status"));
+    }
+
+    /// A socket file nobody listens on yet (QEMU between bind and listen) is tried again,
+    /// within the timeout, and given up on at it.
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_until_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        // A bound socket dropped leaves its file: connecting is refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let err = Qmp::connect(&path, Duration::from_millis(100))
+            .await
+            .err()
+            .expect("nobody listens");
+        assert!(matches!(err, QmpError::Timeout(_)), "{err}");
+
+        let p = path.clone();
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::remove_file(&p).unwrap();
+            let listener = tokio::net::UnixListener::bind(&p).unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"{\"QMP\":{}}\n").await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"{\"return\":{}}\n").await.unwrap();
+        });
+        Qmp::connect(&path, Duration::from_secs(5))
+            .await
+            .expect("connects once QEMU listens");
+        server.await.unwrap();
     }
 }
