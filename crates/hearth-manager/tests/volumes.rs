@@ -254,6 +254,8 @@ async fn a_template_makes_vms_with_their_volumes_and_user_data() {
         json!({"name": "t1", "spec": {"network": "bridge"}}),
         json!({"name": "t1", "spec": {"volumes": [{"name": "d", "size_mib": 64}, {"name": "d", "size_mib": 64}]}}),
         json!({"name": "t1", "spec": {"cpus": 2}}),
+        json!({"name": "t1", "spec": {"memory_mib": 1}}),
+        json!({"name": "t1", "spec": {"disk_mib": 1}}),
     ] {
         let (s, b) = t.post("/v1/templates", body.clone()).await;
         assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");

@@ -9,7 +9,7 @@ use hearth_types::template::{CreateTemplate, Instantiate, Template, TemplateSpec
 use hearth_types::vm::{check_name, CreateVm, Vm};
 use hearth_types::volume::{AttachVolume, CreateVolume};
 
-use super::{page, page_limit, App};
+use super::{page, page_limit, vms, volumes, App};
 use crate::error::{ApiError, ApiResult};
 
 fn view(r: TemplateRecord) -> Template {
@@ -21,33 +21,24 @@ fn view(r: TemplateRecord) -> Template {
     }
 }
 
-/// What can be checked before any VM exists.
+/// What can be checked before any VM exists, with the checks a VM's create makes.
 fn check(spec: &TemplateSpec) -> ApiResult<()> {
+    vms::check_size(
+        spec.vcpus.unwrap_or(vms::DEFAULT_VCPUS),
+        spec.memory_mib.unwrap_or(vms::DEFAULT_MEMORY_MIB),
+    )?;
+    vms::check_disk(spec.disk_mib.unwrap_or(0))?;
     if let Some(n) = &spec.network {
-        if !matches!(n.as_str(), "none" | "user") {
-            return Err(ApiError::bad_request(format!(
-                "network must be none or user, got {n:?}"
-            )));
-        }
+        vms::check_network(n, &[], &[])?;
     }
-    if spec
-        .user_data
-        .as_ref()
-        .is_some_and(|u| u.len() > super::vms::MAX_USER_DATA)
-    {
-        return Err(ApiError::bad_request("user_data must be at most 64 KiB"));
-    }
+    vms::check_user_data(spec.user_data.as_deref().unwrap_or(""))?;
     if spec.volumes.len() > 8 {
         return Err(ApiError::bad_request("at most 8 volumes per template"));
     }
     for (i, v) in spec.volumes.iter().enumerate() {
         check_name("volume", &v.name).map_err(ApiError::BadRequest)?;
-        if !(16..=1024 * 1024).contains(&v.size_mib) {
-            return Err(ApiError::bad_request(format!(
-                "volume {}: size_mib must be 16–1048576",
-                v.name
-            )));
-        }
+        volumes::check_size(v.size_mib)
+            .map_err(|e| ApiError::bad_request(format!("volume {}: {e}", v.name)))?;
         if spec.volumes[..i].iter().any(|o| o.name == v.name) {
             return Err(ApiError::bad_request(format!(
                 "volume {} is named twice",

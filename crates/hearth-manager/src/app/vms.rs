@@ -29,8 +29,11 @@ pub const DEFAULT_IMAGE: &str = "default";
 const MAX_VCPUS: u32 = 64;
 const MAX_MEMORY_MIB: u64 = 1024 * 1024;
 const MIN_MEMORY_MIB: u64 = 64;
+pub(crate) const DEFAULT_VCPUS: u32 = 1;
+pub(crate) const DEFAULT_MEMORY_MIB: u64 = 256;
 const DEFAULT_DISK_MIB: u64 = 1024;
-const DISK_MIB: std::ops::RangeInclusive<u64> = 16..=1024 * 1024;
+/// The sizes of a VM's own disk (when it has one) and of a volume.
+pub(crate) const DISK_MIB: std::ops::RangeInclusive<u64> = 16..=1024 * 1024;
 const MAX_EXEC_STDIN: usize = 1 << 20;
 const MAX_EXEC_ARGS: usize = 1024;
 const MAX_WAIT_S: u64 = 600;
@@ -41,7 +44,7 @@ const MISSING_GRACE_MS: i64 = 5_000;
 /// The guest's address on QEMU user-mode networking.
 const USER_NET_IP: &str = "10.0.2.15";
 const MAX_PORTS: usize = 32;
-pub(crate) const MAX_USER_DATA: usize = 64 << 10;
+const MAX_USER_DATA: usize = 64 << 10;
 
 pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
     serde_json::from_str(&r.ports).unwrap_or_default()
@@ -49,7 +52,11 @@ pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
 
 /// Checks a VM's network and port forwards; the forwards must not take a host port another
 /// VM on `host` forwards.
-fn check_network(network: &str, ports: &[PortForward], others: &[VmRecord]) -> ApiResult<()> {
+pub(crate) fn check_network(
+    network: &str,
+    ports: &[PortForward],
+    others: &[VmRecord],
+) -> ApiResult<()> {
     if !matches!(network, "none" | "user") {
         return Err(ApiError::bad_request(format!(
             "network must be none or user (QEMU user-mode networking), got {network:?}"
@@ -130,7 +137,7 @@ pub(crate) fn observed(s: &pb::VmStatus) -> Observed {
     }
 }
 
-fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
+pub(crate) fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
     if !(1..=MAX_VCPUS).contains(&vcpus) {
         return Err(ApiError::bad_request(format!(
             "vcpus must be 1–{MAX_VCPUS}, got {vcpus}"
@@ -139,6 +146,26 @@ fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
     if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
         return Err(ApiError::bad_request(format!(
             "memory_mib must be {MIN_MEMORY_MIB}–{MAX_MEMORY_MIB}, got {memory_mib}"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_disk(disk_mib: u64) -> ApiResult<()> {
+    if disk_mib != 0 && !DISK_MIB.contains(&disk_mib) {
+        return Err(ApiError::bad_request(format!(
+            "disk_mib must be 0 (no disk) or {}–{}, got {disk_mib}",
+            DISK_MIB.start(),
+            DISK_MIB.end()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_user_data(user_data: &str) -> ApiResult<()> {
+    if user_data.len() > MAX_USER_DATA {
+        return Err(ApiError::bad_request(format!(
+            "user_data must be at most {MAX_USER_DATA} bytes"
         )));
     }
     Ok(())
@@ -331,17 +358,11 @@ impl App {
         function_id: Option<&str>,
     ) -> ApiResult<Vm> {
         check_name("VM", &req.name).map_err(ApiError::BadRequest)?;
-        let vcpus = req.vcpus.unwrap_or(1);
-        let memory_mib = req.memory_mib.unwrap_or(256);
+        let vcpus = req.vcpus.unwrap_or(DEFAULT_VCPUS);
+        let memory_mib = req.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         check_size(vcpus, memory_mib)?;
         let disk_mib = req.disk_mib.unwrap_or(DEFAULT_DISK_MIB);
-        if disk_mib != 0 && !DISK_MIB.contains(&disk_mib) {
-            return Err(ApiError::bad_request(format!(
-                "disk_mib must be 0 (no disk) or {}–{}, got {disk_mib}",
-                DISK_MIB.start(),
-                DISK_MIB.end()
-            )));
-        }
+        check_disk(disk_mib)?;
         let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
         if self.store().vm(&req.name).await.is_ok() {
             return Err(ApiError::Conflict(format!(
@@ -360,11 +381,7 @@ impl App {
             &self.store().vms_on_host(&host.id).await?,
         )?;
         let user_data = req.user_data.unwrap_or_default();
-        if user_data.len() > MAX_USER_DATA {
-            return Err(ApiError::bad_request(format!(
-                "user_data must be at most {MAX_USER_DATA} bytes"
-            )));
-        }
+        check_user_data(&user_data)?;
         let mut record = new_record(
             req.name,
             &host.id,

@@ -11,10 +11,9 @@ use hearth_types::new_id;
 use hearth_types::vm::{check_name, VmState};
 use hearth_types::volume::{AttachVolume, CreateVolume, ResizeVolume, Volume, VolumeChange};
 
+use super::vms::DISK_MIB;
 use super::{page, page_limit, App};
 use crate::error::{ApiError, ApiResult};
-
-const SIZE_MIB: std::ops::RangeInclusive<u64> = 16..=1024 * 1024;
 
 fn view(r: VolumeRecord) -> Volume {
     Volume {
@@ -29,12 +28,12 @@ fn view(r: VolumeRecord) -> Volume {
     }
 }
 
-fn check_size(size_mib: u64) -> ApiResult<()> {
-    if !SIZE_MIB.contains(&size_mib) {
+pub(crate) fn check_size(size_mib: u64) -> ApiResult<()> {
+    if !DISK_MIB.contains(&size_mib) {
         return Err(ApiError::bad_request(format!(
             "size_mib must be {}–{}, got {size_mib}",
-            SIZE_MIB.start(),
-            SIZE_MIB.end()
+            DISK_MIB.start(),
+            DISK_MIB.end()
         )));
     }
     Ok(())
