@@ -319,8 +319,11 @@ async fn start(app: &App, f: &FunctionRecord) -> ApiResult<(Instance, ColdStart)
 }
 
 fn vm_name(prefix: &str, f: &FunctionRecord) -> String {
-    let suffix: String = hearth_types::new_id().chars().rev().take(6).collect();
-    format!("{prefix}-{}-{suffix}", truncate(&f.name, 48))
+    format!(
+        "{prefix}-{}-{}",
+        truncate(&f.name, 48),
+        hearth_types::short_suffix()
+    )
 }
 
 /// Starts the worker of a persistent function, then snapshots the VM, keeping the

@@ -169,7 +169,7 @@ impl App {
         }
         let name = match req.name {
             Some(n) => n,
-            None => derived_name(&s.vm_name, &new_id()[..6].to_lowercase()),
+            None => derived_name(&s.vm_name, &hearth_types::short_suffix()),
         };
         self.restore_snapshot_as(&s, name, None).await
     }
