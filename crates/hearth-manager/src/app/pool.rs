@@ -41,6 +41,18 @@ pub struct Instance {
     last_used: Instant,
 }
 
+impl Instance {
+    /// A VM that now runs `f` as it is.
+    fn new(vm_id: String, f: &FunctionRecord) -> Instance {
+        Instance {
+            vm_id,
+            code_sha: f.code_sha256.clone(),
+            memory_mib: f.memory_mib,
+            last_used: Instant::now(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     idle: Vec<Instance>,
@@ -362,12 +374,7 @@ async fn restore(
         retire(app, vm.id);
         return Err(e);
     }
-    Ok(Instance {
-        vm_id: vm.id,
-        code_sha: f.code_sha256.clone(),
-        memory_mib: f.memory_mib,
-        last_used: Instant::now(),
-    })
+    Ok(Instance::new(vm.id, f))
 }
 
 /// Boots a VM for the function and puts its code in place.
@@ -407,12 +414,7 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
         }
     };
     match ready.await {
-        Ok(()) => Ok(Instance {
-            vm_id: vm.id,
-            code_sha: f.code_sha256.clone(),
-            memory_mib: f.memory_mib,
-            last_used: Instant::now(),
-        }),
+        Ok(()) => Ok(Instance::new(vm.id, f)),
         Err(e) => {
             retire(app, vm.id);
             Err(e)
