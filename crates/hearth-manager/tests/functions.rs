@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::host::start_host;
-use common::{assert_error, eventually, TestApp};
+use common::{assert_error, eventually, fn_vms, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -29,17 +29,6 @@ async fn invoke(t: &TestApp, name: &str, event: Value) -> Value {
     let (s, b) = t.post(&format!("/v1/functions/{name}/invoke"), event).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b
-}
-
-async fn fn_vms(t: &TestApp) -> Vec<Value> {
-    let (_, vms) = t.get("/v1/vms").await;
-    vms["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["function_id"].is_string())
-        .cloned()
-        .collect()
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::host::start_host;
-use common::{assert_error, TestApp};
+use common::{assert_error, fn_vms, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -53,18 +53,6 @@ handler() {
 }
 fails() { echo "going down" >&2; return 3; }
 "#;
-
-/// The VMs serving functions' pools.
-async fn fn_vms(t: &TestApp) -> Vec<Value> {
-    let (_, vms) = t.get("/v1/vms").await;
-    vms["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["function_id"].is_string())
-        .cloned()
-        .collect()
-}
 
 /// Builds the runtime's image through the API and waits until the host has it.
 async fn build(t: &TestApp, name: &str) {

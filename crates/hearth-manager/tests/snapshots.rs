@@ -4,42 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::host::start_host;
-use common::{assert_error, TestApp};
+use common::{assert_error, sh, wait_vm, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-
-async fn wait(t: &TestApp, id: &str, state: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
-    loop {
-        let (s, b) = t
-            .get(&format!("/v1/vms/{id}/wait?state={state}&timeout_s=20"))
-            .await;
-        if s == StatusCode::OK {
-            return b;
-        }
-        assert!(
-            s == StatusCode::REQUEST_TIMEOUT && std::time::Instant::now() < deadline,
-            "waiting for {id} to be {state}: {s} {b}"
-        );
-    }
-}
-
-/// Runs `sh -c script` in the VM and returns its stdout.
-async fn sh(t: &TestApp, vm: &str, script: &str) -> String {
-    let (s, b) = t
-        .post(
-            &format!("/v1/vms/{vm}/exec"),
-            json!({"command": ["sh", "-c", script]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["exit_code"], 0, "{script}: {b}");
-    b["stdout"].as_str().unwrap().to_string()
-}
+use serde_json::json;
 
 on_both_databases!(
     snapshots_restore_as_clones_and_in_place_and_refuse_misfits,
@@ -49,7 +18,7 @@ on_both_databases!(
         let (s, vm) = t.post("/v1/vms", json!({"name": "orig"})).await;
         assert_eq!(s, StatusCode::CREATED, "{vm}");
         assert_eq!(vm["disk_mib"], 1024, "a VM gets its own disk by default");
-        wait(&t, "orig", "running").await;
+        wait_vm(&t, "orig", "running").await;
 
         // A stopped VM cannot be snapshotted; bad names are refused; nothing is recorded.
         let (s, b) = t
@@ -86,7 +55,7 @@ on_both_databases!(
             .post("/v1/snapshots/s1/restore", json!({"name": "clone"}))
             .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{clone}");
-        wait(&t, "clone", "running").await;
+        wait_vm(&t, "clone", "running").await;
         assert_eq!(
             sh(
                 &t,
@@ -120,7 +89,7 @@ on_both_databases!(
             .post("/v1/snapshots/s1/restore", json!({"in_place": true}))
             .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        wait(&t, "orig", "running").await;
+        wait_vm(&t, "orig", "running").await;
         assert_eq!(
             sh(&t, "orig", "ls /root; cat /tmp/in-memory").await,
             "on-disk\nmemory\n"
@@ -130,7 +99,7 @@ on_both_databases!(
         // as it was.
         let (s, b) = t.post("/v1/vms/orig/stop?force=true", json!({})).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        wait(&t, "orig", "stopped").await;
+        wait_vm(&t, "orig", "stopped").await;
         let (s, b) = t
             .call(
                 Method::PATCH,

@@ -8,48 +8,20 @@ mod common;
 use std::time::Duration;
 
 use common::host::start_host;
-use common::{assert_error, TestApp};
+use common::{assert_error, sh, wait_vm, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-async fn wait(t: &TestApp, id: &str, state: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(150);
-    loop {
-        let (s, b) = t
-            .get(&format!("/v1/vms/{id}/wait?state={state}&timeout_s=20"))
-            .await;
-        if s == StatusCode::OK {
-            return;
-        }
-        assert!(
-            s == StatusCode::REQUEST_TIMEOUT && std::time::Instant::now() < deadline,
-            "waiting for {id} to be {state}: {s} {b}"
-        );
-    }
-}
-
-async fn sh(t: &TestApp, vm: &str, script: &str) -> String {
-    let (s, b) = t
-        .post(
-            &format!("/v1/vms/{vm}/exec"),
-            json!({"command": ["sh", "-c", script]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["exit_code"], 0, "{script}: {b}");
-    b["stdout"].as_str().unwrap().to_string()
-}
 
 async fn restart(t: &TestApp, vm: &str) {
     let (s, b) = t
         .post(&format!("/v1/vms/{vm}/stop?force=true"), json!({}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    wait(t, vm, "stopped").await;
+    wait_vm(t, vm, "stopped").await;
     let (s, b) = t.post(&format!("/v1/vms/{vm}/start"), json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    wait(t, vm, "running").await;
+    wait_vm(t, vm, "running").await;
 }
 
 async fn post_ok(t: &TestApp, path: &str, body: Value) -> Value {
@@ -94,7 +66,7 @@ async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
         .contains("already attached"));
     let (s, b) = t.post("/v1/vms/va/start", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    wait(&t, "va", "running").await;
+    wait_vm(&t, "va", "running").await;
     sh(&t, "va", "echo from-a > /volumes/data/f; sync").await;
     let (s, b) = t.post("/v1/vms/va/snapshots", json!({})).await;
     assert_error(s, &b, StatusCode::CONFLICT, "conflict");
@@ -105,10 +77,10 @@ async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
     // Moved to a running VM: it sees the volume after a restart, data intact.
     let (s, b) = t.post("/v1/vms/va/stop?force=true", json!({})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    wait(&t, "va", "stopped").await;
+    wait_vm(&t, "va", "stopped").await;
     post_ok(&t, "/v1/volumes/data/detach", json!({})).await;
     post_ok(&t, "/v1/vms", json!({"name": "vb"})).await;
-    wait(&t, "vb", "running").await;
+    wait_vm(&t, "vb", "running").await;
     let c = post_ok(&t, "/v1/volumes/data/attach", json!({"vm": "vb"})).await;
     assert_eq!(c["applied_now"], false, "{c}");
     assert!(c["message"].as_str().unwrap().contains("restarts"), "{c}");
@@ -213,7 +185,7 @@ async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
         )
         .await;
     assert_error(s, &b, StatusCode::CONFLICT, "conflict");
-    wait(&t, "web", "running").await;
+    wait_vm(&t, "web", "running").await;
     assert!(sh(&t, "web", "ip -4 addr show eth0")
         .await
         .contains("10.0.2.15/24"));
@@ -275,7 +247,7 @@ async fn a_template_makes_vms_with_their_volumes_and_user_data() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{vm}");
     assert_eq!(vm["memory_mib"], 192);
-    wait(&t, "w1", "running").await;
+    wait_vm(&t, "w1", "running").await;
     let (_, vol) = t.get("/v1/volumes/w1-scratch").await;
     assert_eq!(vol["vm_id"], vm["id"], "{vol}");
     assert!(sh(&t, "w1", "mount").await.contains("/volumes/w1-scratch"));

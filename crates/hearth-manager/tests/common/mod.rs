@@ -247,3 +247,46 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// Waits (up to 150 s) until the VM is in `state`, through the API's own wait route, and
+/// returns it; any other answer fails the test.
+pub async fn wait_vm(t: &TestApp, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let (s, b) = t
+            .get(&format!("/v1/vms/{id}/wait?state={state}&timeout_s=20"))
+            .await;
+        if s == StatusCode::OK {
+            return b;
+        }
+        assert!(
+            s == StatusCode::REQUEST_TIMEOUT && std::time::Instant::now() < deadline,
+            "waiting for {id} to be {state}: {s} {b}"
+        );
+    }
+}
+
+/// Runs `sh -c script` in the VM, asserts it succeeded, and returns its stdout.
+pub async fn sh(t: &TestApp, vm: &str, script: &str) -> String {
+    let (s, b) = t
+        .post(
+            &format!("/v1/vms/{vm}/exec"),
+            json!({"command": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["exit_code"], 0, "{script}: {b}");
+    b["stdout"].as_str().unwrap().to_string()
+}
+
+/// The VMs serving functions' pools.
+pub async fn fn_vms(t: &TestApp) -> Vec<Value> {
+    let (_, vms) = t.get("/v1/vms").await;
+    vms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["function_id"].is_string())
+        .cloned()
+        .collect()
+}
