@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Hearth needs on a Debian 12 machine, once: QEMU, the guest kernel, busybox,
-# filesystem tools, debootstrap (runtime images), Go and a JDK (the go and java runtimes),
+# iproute2 and nftables (managed networks), filesystem tools, debootstrap (runtime images), Go and a JDK (the go and java runtimes),
 # PostgreSQL (for the test suite), protoc (for the agent RPC contract), and the Rust
 # targets. Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -12,7 +12,7 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "insta
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-for p in qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs debootstrap iproute2 \
+for p in qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs debootstrap iproute2 nftables \
          postgresql protobuf-compiler cpio ca-certificates golang-go \
          openjdk-17-jdk-headless; do
   pkg_installed "$p" || need_apt+=("$p")

@@ -128,6 +128,10 @@ impl From<&pb::HostInfo> for hearth_types::host::HostReport {
                 free_bytes: d.free_bytes,
                 total_bytes: d.total_bytes,
             }),
+            networks: hearth_types::host::HostNetworks {
+                managed: h.manages_networks,
+                note: (!h.networks_note.is_empty()).then(|| h.networks_note.clone()),
+            },
         }
     }
 }

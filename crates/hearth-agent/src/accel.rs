@@ -191,6 +191,7 @@ pub async fn probe(qemu: PathBuf, image: &BootImage, run_dir: &Path) -> KvmVerdi
         incoming: None,
         volumes: vec![],
         user_net: None,
+        tap: None,
         vcpus: 1,
         memory_mib: 128,
         accel: Accel::Kvm,

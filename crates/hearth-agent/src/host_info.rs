@@ -22,16 +22,23 @@ pub struct HostProbe {
     data_dir: PathBuf,
     accel: AccelState,
     images: Images,
+    net: Arc<crate::net::HostNet>,
     /// The last VMM discovery: when, for which KVM state, and what it found.
     vmms: Arc<Mutex<Discovery>>,
 }
 
 impl HostProbe {
-    pub fn new(data_dir: &Path, accel: AccelState, images: Images) -> HostProbe {
+    pub fn new(
+        data_dir: &Path,
+        accel: AccelState,
+        images: Images,
+        net: Arc<crate::net::HostNet>,
+    ) -> HostProbe {
         HostProbe {
             data_dir: data_dir.to_path_buf(),
             accel,
             images,
+            net,
             vmms: Arc::default(),
         }
     }
@@ -73,6 +80,8 @@ impl HostProbe {
             vmms: vmms.into_iter().map(Into::into).collect(),
             images: self.images.report(),
             disk: Some(self.disk_use()),
+            manages_networks: self.net.refused().is_none(),
+            networks_note: self.net.refused().unwrap_or_default().to_string(),
         }
     }
 

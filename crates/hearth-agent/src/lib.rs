@@ -11,6 +11,7 @@ pub mod accel;
 pub mod host_info;
 pub mod identity;
 pub mod image;
+pub mod net;
 mod registration;
 pub mod runtimes;
 mod service;
@@ -47,6 +48,12 @@ pub struct AgentConfig {
     /// How long a guest may take from launch to its agent answering.
     pub boot_timeout: std::time::Duration,
     pub accel: accel::AccelMode,
+    /// May build bridges, TAPs and NAT rules for managed networks (it changes the host's
+    /// networking, so the operator opts in).
+    pub manage_networks: bool,
+    /// Build networks and run networked VMs in this named network namespace instead of the
+    /// host's own (`ip netns add NAME` made it).
+    pub netns: Option<String>,
 }
 
 impl AgentConfig {
@@ -121,8 +128,18 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             .locate()
             .unwrap_or_else(|| "qemu-system-x86_64".into()),
     });
+    let net = Arc::new(net::HostNet::new(
+        config.manage_networks,
+        config.netns.clone(),
+    ));
+    if let Some(why) = net.refused() {
+        tracing::info!(
+            "managed networks are off here ({why}); VMs asking for one get user-mode networking"
+        );
+    }
     let vms = vm::Vms::new(vm::VmHost {
         hypervisor,
+        net: net.clone(),
         accel: accel.clone(),
         images: images.clone(),
         run_root,
@@ -130,7 +147,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         boot_timeout: config.boot_timeout,
         reports: reports_tx,
     });
-    let info = host_info::HostProbe::new(&config.data_dir, accel, images);
+    let info = host_info::HostProbe::new(&config.data_dir, accel, images, net);
     let cancel = CancellationToken::new();
     let registrar = Arc::new(registration::Registrar::new(
         &config,

@@ -140,7 +140,7 @@ impl Agent for AgentService {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         self.vms
-            .start(spec.into())
+            .start(spec.try_into().map_err(status)?)
             .await
             .map(Response::new)
             .map_err(status)
@@ -191,7 +191,7 @@ impl Agent for AgentService {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         self.vms
-            .restore(spec.into(), &r.snapshot_id)
+            .restore(spec.try_into().map_err(status)?, &r.snapshot_id)
             .await
             .map(Response::new)
             .map_err(status)
@@ -205,6 +205,18 @@ impl Agent for AgentService {
         self.vms
             .delete_snapshot(&req.into_inner().id)
             .map(|()| Response::new(pb::DeleteSnapshotResponse {}))
+            .map_err(status)
+    }
+
+    async fn delete_network(
+        &self,
+        req: Request<pb::NetworkRef>,
+    ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
+        self.authorize(&req)?;
+        self.vms
+            .delete_network(&req.into_inner().id)
+            .await
+            .map(|()| Response::new(pb::DeleteNetworkResponse {}))
             .map_err(status)
     }
 

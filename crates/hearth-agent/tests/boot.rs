@@ -52,6 +52,7 @@ async fn boots_a_guest_and_serves_the_protocol() {
         incoming: None,
         volumes: vec![],
         user_net: None,
+        tap: None,
         vcpus: 1,
         memory_mib: 256,
         accel: Accel::Tcg,

@@ -170,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
         advertise: None,
         boot_timeout: Duration::from_secs(300),
         accel: accel_mode,
+        manage_networks: false,
+        netns: None,
     })
     .await?;
     let http = reqwest::Client::builder()
@@ -214,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
         incoming: None,
         volumes: vec![],
         user_net: None,
+        tap: None,
         vcpus: 1,
         memory_mib: 256,
         accel,

@@ -71,14 +71,31 @@ pub fn as_pid1() {
     };
     // User-mode networking: QEMU's fixed addresses. Configured with the initramfs's `ip`
     // (a runtime image may have none); DNS after the switch, in the new root.
+    // A managed network: the address, gateway and name servers the host gave.
     let user_net = arg("hearth.net=").as_deref() == Some("user");
-    if user_net {
-        for args in [
-            &["link", "set", "eth0", "up"][..],
-            &["addr", "add", "10.0.2.15/24", "dev", "eth0"],
-            &["route", "add", "default", "via", "10.0.2.2"],
-        ] {
-            if !ip(args) {
+    let (address, gateway, dns) = if user_net {
+        (
+            Some("10.0.2.15/24".to_string()),
+            Some("10.0.2.2".to_string()),
+            "10.0.2.3".to_string(),
+        )
+    } else {
+        (
+            arg("hearth.ip="),
+            arg("hearth.gw="),
+            arg("hearth.dns=").unwrap_or_default(),
+        )
+    };
+    if let Some(address) = &address {
+        let mut steps = vec![
+            vec!["link", "set", "eth0", "up"],
+            vec!["addr", "add", address, "dev", "eth0"],
+        ];
+        if let Some(gw) = &gateway {
+            steps.push(vec!["route", "add", "default", "via", gw]);
+        }
+        for args in steps {
+            if !ip(&args) {
                 crate::log(&format!("network: ip {} failed", args.join(" ")));
             }
         }
@@ -91,8 +108,12 @@ pub fn as_pid1() {
             Err(e) => crate::log(&format!("staying in the initramfs: {e}")),
         }
     }
-    if user_net {
-        let _ = std::fs::write("/etc/resolv.conf", "nameserver 10.0.2.3\n");
+    if !dns.is_empty() {
+        let conf: String = dns
+            .split(',')
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
+        let _ = std::fs::write("/etc/resolv.conf", conf);
     }
     // Volumes: `NAME:SERIAL,…`, each an ext4 mounted at /volumes/NAME.
     for entry in arg("hearth.volumes=").unwrap_or_default().split(',') {

@@ -20,6 +20,8 @@ fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> Ag
         advertise: None,
         boot_timeout: AgentConfig::DEFAULT_BOOT_TIMEOUT,
         accel: hearth_agent::accel::AccelMode::Tcg,
+        manage_networks: false,
+        netns: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod auth;
 mod events;
 mod functions;
 mod hosts;
+mod networks;
 mod secrets;
 mod snapshots;
 mod templates;
@@ -32,6 +33,7 @@ pub use functions::{
     KEEP_INVOCATIONS,
 };
 pub use hosts::{HostRecord, NewHost};
+pub use networks::NetworkRecord;
 pub use secrets::SecretRecord;
 pub use snapshots::SnapshotRecord;
 pub use templates::TemplateRecord;

@@ -15,8 +15,14 @@ pub struct VmRecord {
     pub memory_mib: u64,
     /// The VM's own disk (0: none).
     pub disk_mib: u64,
-    /// `none` or `user`.
+    /// `none`, `user`, or a managed network's name.
     pub network: String,
+    /// On a managed network: its id, the VM's address there and its NIC's MAC.
+    pub network_id: Option<String>,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    /// Why the network is not the one asked for.
+    pub network_note: Option<String>,
     /// JSON list of port forwards.
     pub ports: String,
     /// A script run once at the first boot.
@@ -50,7 +56,8 @@ pub struct Observed {
 
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
-                    updated_at, started_at, function_id, disk_mib, network, ports, user_data";
+                    updated_at, started_at, function_id, disk_mib, network, ports, user_data, network_id, ip, mac, \
+                    network_note";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -76,6 +83,10 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         network: col(row, "network")?,
         ports: col(row, "ports")?,
         user_data: col(row, "user_data")?,
+        network_id: col(row, "network_id")?,
+        ip: col(row, "ip")?,
+        mac: col(row, "mac")?,
+        network_note: col(row, "network_note")?,
     })
 }
 
@@ -87,7 +98,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -111,9 +122,31 @@ impl Store {
         .bind(&v.network)
         .bind(&v.ports)
         .bind(&v.user_data)
+        .bind(&v.network_id)
+        .bind(&v.ip)
+        .bind(&v.mac)
+        .bind(&v.network_note)
         .execute(&self.pool)
         .await
-        .map_err(|e| unique(e, name_taken(&v.name)))?;
+        .map_err(|e| {
+            // The three unique keys: the name, the address on its network, the MAC.
+            let text = e.to_string();
+            let is_unique = matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation());
+            if is_unique && (text.contains("network_ip") || text.contains("vms.ip")) {
+                StoreError::Conflict(format!(
+                    "address {} is taken on network {}",
+                    v.ip.as_deref().unwrap_or(""),
+                    v.network
+                ))
+            } else if is_unique && text.contains("mac") {
+                StoreError::Conflict(format!(
+                    "MAC address {} is taken by another VM",
+                    v.mac.as_deref().unwrap_or("")
+                ))
+            } else {
+                unique(e, name_taken(&v.name))
+            }
+        })?;
         Ok(())
     }
 

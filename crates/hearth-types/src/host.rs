@@ -62,6 +62,8 @@ pub struct Host {
     pub images: Vec<HostImage>,
     /// Disk use of VM disks and snapshots, as last reported.
     pub disk: Option<HostDisk>,
+    /// Whether VMs here can join managed networks.
+    pub networks: HostNetworks,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
@@ -92,6 +94,16 @@ pub struct HostReport {
     pub images: Vec<HostImage>,
     #[serde(default)]
     pub disk: Option<HostDisk>,
+    #[serde(default)]
+    pub networks: HostNetworks,
+}
+
+/// Whether a host's agent may build managed networks (bridges, TAPs, NAT rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostNetworks {
+    pub managed: bool,
+    /// Why not, when it may not.
+    pub note: Option<String>,
 }
 
 /// The agent's data dir's file system: what VM disks and snapshots take, what is left.

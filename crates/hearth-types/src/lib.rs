@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod function;
 pub mod host;
+pub mod network;
 pub mod runtime;
 pub mod snapshot;
 pub mod template;

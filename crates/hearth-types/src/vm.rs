@@ -116,12 +116,19 @@ pub struct Vm {
     /// The VM's own writable disk, which holds its root filesystem's changes (0: none;
     /// changes live in memory).
     pub disk_mib: u64,
-    /// `none`, or `user`: QEMU user-mode networking (egress through the host's own
-    /// connections; the guest is 10.0.2.15).
+    /// `none`; `user`: QEMU user-mode networking (egress through the host's own
+    /// connections; the guest is 10.0.2.15); or the name of a managed network.
     pub network: String,
+    /// The managed network's id.
+    pub network_id: Option<String>,
     /// The guest's address, when it has a network.
     pub ip: Option<String>,
-    /// Forwards from the host's loopback into the guest (`user` network).
+    /// The NIC's MAC address, on a managed network.
+    pub mac: Option<String>,
+    /// Why the VM's network is not the one asked for (its host may not manage networks, so
+    /// it has QEMU user-mode networking instead).
+    pub network_note: Option<String>,
+    /// Forwards from the host's loopback into the guest.
     pub ports: Vec<PortForward>,
     /// `qemu`, `firecracker` or `cloud-hypervisor`.
     pub vmm: String,
@@ -160,11 +167,17 @@ pub struct CreateVm {
     /// file is sparse: it takes only what the guest writes.
     #[serde(default)]
     pub disk_mib: Option<u64>,
-    /// `none` (default) or `user`: QEMU user-mode networking, the fallback until managed
-    /// networks exist.
+    /// A managed network (name or id); `user`: QEMU user-mode networking; or `none`.
+    /// Default: the network named `default` when there is one, else `none`. On a host
+    /// whose agent may not manage networks, a managed network becomes `user` and the VM's
+    /// `network_note` says so.
     #[serde(default)]
     pub network: Option<String>,
-    /// With `network: user`: host ports (on 127.0.0.1) forwarded into the guest.
+    /// On a managed network: the NIC's MAC address (`02:00:00:00:00:01`; unicast).
+    /// Default: a random locally administered one.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Host ports (on 127.0.0.1) forwarded into the guest; on a managed network TCP only.
     #[serde(default)]
     pub ports: Vec<PortForward>,
     /// A shell script the guest runs once, after its first boot (at most 64 KiB; output in

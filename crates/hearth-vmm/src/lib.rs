@@ -51,8 +51,10 @@ pub struct VmConfig {
     /// Volumes (raw ext4 files), attached in order; the guest mounts each at
     /// `/volumes/<name>`.
     pub volumes: Vec<VolumeDisk>,
-    /// A NIC on QEMU user-mode networking, with its port forwards; none: no NIC.
+    /// A NIC on QEMU user-mode networking, with its port forwards.
     pub user_net: Option<UserNet>,
+    /// A NIC on a TAP device the agent made (a managed network). Neither: no NIC.
+    pub tap: Option<TapNet>,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub accel: Accel,
@@ -66,6 +68,22 @@ pub struct UserNet {
     pub mac: String,
     /// (protocol, host port on 127.0.0.1, guest port).
     pub forwards: Vec<(String, u16, u16)>,
+}
+
+/// A NIC on a TAP device, and the static address the guest configures on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNet {
+    /// The TAP device's name.
+    pub ifname: String,
+    /// The network namespace the TAP lives in (`/run/netns/NAME`); the VMM is started in
+    /// it. None: the agent's own.
+    pub netns: Option<PathBuf>,
+    pub mac: String,
+    /// The guest's address with its prefix, e.g. `10.88.0.2/16`.
+    pub address: String,
+    /// Its default route; none on an isolated network.
+    pub gateway: Option<String>,
+    pub dns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

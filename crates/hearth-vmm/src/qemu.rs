@@ -69,6 +69,15 @@ pub fn append(config: &VmConfig) -> String {
     if config.user_net.is_some() {
         a.push_str(" hearth.net=user");
     }
+    if let Some(t) = &config.tap {
+        a.push_str(&format!(" hearth.ip={}", t.address));
+        if let Some(gw) = &t.gateway {
+            a.push_str(&format!(" hearth.gw={gw}"));
+        }
+        if !t.dns.is_empty() {
+            a.push_str(&format!(" hearth.dns={}", t.dns.join(",")));
+        }
+    }
     if !config.volumes.is_empty() {
         let list: Vec<String> = config
             .volumes
@@ -108,6 +117,9 @@ fn devices(config: &VmConfig) -> Vec<String> {
     if config.user_net.is_some() {
         // Not its MAC: a clone's NIC takes the saved one with the device state.
         d.push("virtio-net:user".into());
+    }
+    if config.tap.is_some() {
+        d.push("virtio-net:tap".into());
     }
     d
 }
@@ -184,6 +196,17 @@ pub fn args(config: &VmConfig) -> Vec<String> {
             netdev,
             "-device".into(),
             format!("virtio-net-device,netdev=n0,mac={}", n.mac),
+        ]);
+    }
+    if let Some(t) = &config.tap {
+        args.extend([
+            "-netdev".into(),
+            format!(
+                "tap,id=n0,ifname={},script=no,downscript=no,vhost=off",
+                t.ifname
+            ),
+            "-device".into(),
+            format!("virtio-net-device,netdev=n0,mac={}", t.mac),
         ]);
     }
     args.extend([
@@ -289,18 +312,29 @@ impl Hypervisor for Qemu {
             let _ = std::fs::remove_file(f);
         }
         let stderr = std::fs::File::create(rd.stderr_log())?;
-        let mut child = tokio::process::Command::new(&self.binary)
-            .args(args(config))
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(args(config))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| VmmError::Spawn {
-                vmm: "qemu",
-                source,
-            })?;
+            .kill_on_drop(true);
+        // A TAP is opened by name in QEMU's own network namespace: start QEMU in the TAP's.
+        if let Some(ns) = config.tap.as_ref().and_then(|t| t.netns.as_ref()) {
+            let ns = std::fs::File::open(ns)?;
+            // SAFETY: between fork and exec the closure only calls setns(2), which is
+            // async-signal-safe, on a file opened before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+            vmm: "qemu",
+            source,
+        })?;
         let pid = child.id().unwrap_or(0);
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         while !(rd.guest_socket().exists() && rd.qmp_socket().exists()) {
@@ -472,6 +506,7 @@ mod tests {
             incoming: None,
             volumes: vec![],
             user_net: None,
+            tap: None,
             vcpus: 2,
             memory_mib: 256,
             accel,

@@ -23,6 +23,19 @@ pub struct ServerArgs {
     pub config: Option<PathBuf>,
 }
 
+/// An agent's managed networks.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Let the agent build bridges, TAP devices and NAT rules for managed networks (this
+    /// changes the host's networking; without it VMs get QEMU user-mode networking)
+    #[arg(long, env = "HEARTH_MANAGE_NETWORKS")]
+    pub manage_networks: bool,
+    /// Build networks and run networked VMs inside this network namespace (made with
+    /// `ip netns add NAME`) instead of the host's own
+    #[arg(long, env = "HEARTH_NETNS")]
+    pub netns: Option<String>,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
     /// The manager's URL, e.g. http://10.0.0.1:18080
@@ -49,6 +62,8 @@ pub struct AgentArgs {
     /// auto: use KVM once a probe guest boots under it, TCG otherwise; kvm; tcg
     #[arg(long, env = "HEARTH_ACCEL", default_value = "auto")]
     pub accel: hearth_agent::accel::AccelMode,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// The boot bound for `hearth up`'s own agent.
@@ -118,7 +133,7 @@ pub async fn manager(args: ServerArgs) -> anyhow::Result<()> {
     app.run_until(shutdown_signal()).await
 }
 
-pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
+pub async fn up(args: ServerArgs, net: NetArgs) -> anyhow::Result<()> {
     let config = manager_config(&args)?;
     let agent_dir = config.data_dir.join("agent");
     let app = Application::build(config).await?;
@@ -150,6 +165,8 @@ pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
             .transpose()
             .map_err(|e: String| anyhow::anyhow!("HEARTH_ACCEL: {e}"))?
             .unwrap_or_default(),
+        manage_networks: net.manage_networks,
+        netns: net.netns,
     })
     .await
     .context("starting the local agent")?;
@@ -169,6 +186,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         boot_timeout: std::time::Duration::from_secs(args.boot_timeout_s.clamp(1, 3600)),
         accel: args.accel,
+        manage_networks: args.net.manage_networks,
+        netns: args.net.netns,
     })
     .await?;
     eprintln!("agent {} listening on {}", agent.host_id, agent.addr);

@@ -50,6 +50,7 @@ pub enum VmError {
 /// What the rest of the agent shares with every owner.
 pub struct VmHost {
     pub hypervisor: Arc<dyn Hypervisor>,
+    pub net: Arc<crate::net::HostNet>,
     pub accel: AccelState,
     pub images: Images,
     pub run_root: PathBuf,
@@ -174,6 +175,13 @@ impl Vms {
     }
 
     /// Removes a volume's file. Deleting an unknown volume succeeds.
+    /// Removes a managed network's bridge and rules from this host.
+    pub async fn delete_network(&self, id: &str) -> Result<(), VmError> {
+        plain_id("network", id)?;
+        self.host.net.remove_network(id).await;
+        Ok(())
+    }
+
     pub fn delete_volume(&self, id: &str) -> Result<(), VmError> {
         plain_id("volume", id)?;
         gone(

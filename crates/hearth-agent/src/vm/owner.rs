@@ -25,6 +25,8 @@ use hearth_vmm::{Accel, VmConfig, VmControl};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{files, state_of, Command, OwnerHandle, VmError, VmHost};
+use crate::net::Nic;
+use hearth_types::network::NetworkKind;
 
 /// Lines of the serial log kept with a failure.
 const TAIL_LINES: usize = 30;
@@ -45,8 +47,10 @@ pub struct VmSpec {
     pub disk_mib: u64,
     /// Volumes to attach, in order.
     pub volumes: Vec<VolumeSpec>,
-    /// `user` for QEMU user-mode networking with `ports` forwarded; else no NIC.
+    /// `user` for QEMU user-mode networking with `ports` forwarded; `managed` for a TAP on
+    /// the managed network `nic`, with `ports` proxied by the agent; else no NIC.
     pub network: String,
+    pub nic: Option<Nic>,
     /// (protocol, host port on 127.0.0.1, guest port).
     pub ports: Vec<(String, u16, u16)>,
     /// A script the guest runs once, after its first boot.
@@ -91,17 +95,27 @@ impl VmSpec {
                 "user data must be at most {MAX_USER_DATA} bytes"
             )));
         }
-        if !matches!(self.network.as_str(), "" | "none" | "user") {
-            return Err(VmError::Invalid(format!(
-                "network must be none or user, got {:?}",
-                self.network
-            )));
+        match (self.network.as_str(), &self.nic) {
+            ("" | "none" | "user", None) | ("managed", Some(_)) => {}
+            ("managed", None) => {
+                return Err(VmError::Invalid("network managed needs a NIC".into()));
+            }
+            (other, _) => {
+                return Err(VmError::Invalid(format!(
+                    "network must be none, user or managed (with a NIC), got {other:?}"
+                )));
+            }
         }
-        if !self.ports.is_empty() && self.network != "user" {
-            return Err(VmError::Invalid("port forwards need network user".into()));
+        if !self.ports.is_empty() && !matches!(self.network.as_str(), "user" | "managed") {
+            return Err(VmError::Invalid("port forwards need a network".into()));
         }
         for (proto, host, guest) in &self.ports {
-            if !matches!(proto.as_str(), "tcp" | "udp") || *host == 0 || *guest == 0 {
+            let managed = self.network == "managed";
+            if !matches!(proto.as_str(), "tcp" | "udp")
+                || (managed && proto != "tcp")
+                || *host == 0
+                || *guest == 0
+            {
                 return Err(VmError::Invalid(format!(
                     "bad port forward {proto}:{host}->{guest}"
                 )));
@@ -122,9 +136,11 @@ impl VmSpec {
     }
 }
 
-impl From<pb::VmSpec> for VmSpec {
-    fn from(s: pb::VmSpec) -> Self {
-        VmSpec {
+impl TryFrom<pb::VmSpec> for VmSpec {
+    type Error = VmError;
+    fn try_from(s: pb::VmSpec) -> Result<Self, VmError> {
+        let nic = |n: pb::Nic| Nic::try_from(n).map_err(VmError::Invalid);
+        Ok(VmSpec {
             id: s.id,
             name: s.name,
             image: s.image,
@@ -141,6 +157,7 @@ impl From<pb::VmSpec> for VmSpec {
                 })
                 .collect(),
             network: s.network,
+            nic: s.nic.map(nic).transpose()?,
             user_data: s.user_data,
             ports: s
                 .ports
@@ -150,13 +167,15 @@ impl From<pb::VmSpec> for VmSpec {
                     (p.protocol, port(p.host_port), port(p.guest_port))
                 })
                 .collect(),
-        }
+        })
     }
 }
 
 struct Process {
     control: Arc<dyn VmControl>,
     exit: oneshot::Receiver<String>,
+    /// The agent's port forwards into a guest on a managed network; they end with it.
+    _forwards: tokio::task::JoinSet<()>,
 }
 
 struct Owner {
@@ -287,6 +306,9 @@ impl Owner {
                     None => break,
                     Some(Command::Delete(reply)) => {
                         self.kill().await;
+                        if self.spec.nic.is_some() {
+                            self.host.net.detach(&self.spec.id).await;
+                        }
                         let _ = std::fs::remove_dir_all(&self.run_dir);
                         if let Some(dir) = self.host.files.disk(&self.spec.id).parent() {
                             let _ = std::fs::remove_dir_all(dir);
@@ -421,6 +443,20 @@ impl Owner {
                 mac: mac_of(&spec.id),
                 forwards: spec.ports.clone(),
             }),
+            tap: spec.nic.as_ref().map(|nic| hearth_vmm::TapNet {
+                ifname: crate::net::tap_name(&spec.id),
+                netns: self.host.net.netns_file(),
+                mac: nic.mac.clone(),
+                address: format!("{}/{}", nic.ip, nic.prefix),
+                gateway: (nic.kind != NetworkKind::Isolated).then(|| nic.gateway.to_string()),
+                dns: self
+                    .host
+                    .net
+                    .dns_for(nic)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            }),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             accel: self.host.accel.choose(),
@@ -435,12 +471,38 @@ impl Owner {
         let accel = config.accel;
         let _ = std::fs::remove_dir_all(&self.run_dir);
         self.launched_at = Instant::now();
+        if let Some(nic) = &self.spec.nic {
+            if let Err(e) = self.host.net.attach(&self.spec.id, nic).await {
+                self.set(VmState::Failed, Some(format!("no network: {e}")));
+                return Ok(self.status.borrow().clone());
+            }
+        }
         let launched = match self.host.hypervisor.launch(&config).await {
             Ok(l) => l,
             Err(e) => {
                 self.set(VmState::Failed, Some(format!("the VMM did not start: {e}")));
                 return Ok(self.status.borrow().clone());
             }
+        };
+        let forwards = match &self.spec.nic {
+            Some(nic) => {
+                let list: Vec<_> = self
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|(_, h, g)| (*h, nic.ip, *g))
+                    .collect();
+                match self.host.net.forward(&list).await {
+                    Ok(set) => set,
+                    Err(e) => {
+                        launched.control.kill();
+                        let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
+                        self.set(VmState::Failed, Some(e));
+                        return Ok(self.status.borrow().clone());
+                    }
+                }
+            }
+            None => tokio::task::JoinSet::new(),
         };
         self.status.send_modify(|s| {
             s.pid = launched.pid;
@@ -450,6 +512,7 @@ impl Owner {
         self.process = Some(Process {
             control: launched.control,
             exit: launched.exit,
+            _forwards: forwards,
         });
         self.config = Some(config);
         let (tx, rx) = oneshot::channel();

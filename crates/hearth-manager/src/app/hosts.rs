@@ -121,6 +121,7 @@ impl App {
             vmms: report.vmms,
             images: report.images,
             disk: report.disk,
+            networks: report.networks,
             registered_at: to_time(r.registered_at_ms),
             last_heartbeat_at: r.last_heartbeat_at_ms.map(to_time),
         }
@@ -312,6 +313,9 @@ impl App {
         )
         .await;
         tracing::info!(%host_id, %name, %address, rejoin = known, "host registered");
+        if report.networks.managed {
+            self.ensure_default_network().await;
+        }
         Ok(pb::RegisterResponse {
             host_id,
             host_secret,

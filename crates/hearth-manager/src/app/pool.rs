@@ -388,7 +388,9 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
                 vcpus: Some(1),
                 memory_mib: Some(f.memory_mib),
                 disk_mib: Some(0),
-                network: None,
+                // Functions have no network: their calls arrive over the guest channel.
+                network: Some("none".into()),
+                mac: None,
                 ports: Vec::new(),
                 user_data: None,
                 start: Some(true),

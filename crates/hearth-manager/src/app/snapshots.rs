@@ -188,6 +188,14 @@ impl App {
                 "a VM named {name:?} already exists; pick another name with --name"
             )));
         }
+        if !matches!(s.network.as_str(), "none" | "user") {
+            // The saved guest has its address configured; a clone would claim it too.
+            return Err(ApiError::Conflict(format!(
+                "snapshot {} is of a VM on managed network {}: it can be restored in place, \
+                 not as a new VM (yet)",
+                s.name, s.network
+            )));
+        }
         // The files are on the snapshot's host: the clone runs there or nowhere.
         let host = self
             .place(Some(&s.host_id), &s.image, s.vcpus, s.memory_mib)
@@ -198,7 +206,7 @@ impl App {
             s.image.clone(),
             (s.vcpus, s.memory_mib, s.disk_mib),
             // Same kind of network; no forwards (their host ports belong to the original).
-            (&s.network, &[]),
+            (super::networks::Attachment::plain(&s.network), &[]),
             true,
             function_id,
         );

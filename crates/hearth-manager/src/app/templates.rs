@@ -29,7 +29,9 @@ fn check(spec: &TemplateSpec) -> ApiResult<()> {
     )?;
     vms::check_disk(spec.disk_mib.unwrap_or(0))?;
     if let Some(n) = &spec.network {
-        vms::check_network(n, &[], &[])?;
+        if !matches!(n.as_str(), "none" | "user") {
+            check_name("network", n).map_err(ApiError::BadRequest)?;
+        }
     }
     vms::check_user_data(spec.user_data.as_deref().unwrap_or(""))?;
     if spec.volumes.len() > 8 {
@@ -93,6 +95,7 @@ impl App {
                 memory_mib: spec.memory_mib,
                 disk_mib: spec.disk_mib,
                 network: spec.network.clone(),
+                mac: None,
                 ports: Vec::new(),
                 user_data: spec.user_data.clone(),
                 start: Some(false),

@@ -50,20 +50,17 @@ pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
     serde_json::from_str(&r.ports).unwrap_or_default()
 }
 
-/// Checks a VM's network and port forwards; the forwards must not take a host port another
-/// VM on `host` forwards.
-pub(crate) fn check_network(
+/// Checks a VM's port forwards (`network` is `none`, `user` or a managed network's name);
+/// the forwards must not take a host port another VM on `host` forwards.
+pub(crate) fn check_ports(
     network: &str,
     ports: &[PortForward],
     others: &[VmRecord],
 ) -> ApiResult<()> {
-    if !matches!(network, "none" | "user") {
-        return Err(ApiError::bad_request(format!(
-            "network must be none or user (QEMU user-mode networking), got {network:?}"
-        )));
-    }
-    if !ports.is_empty() && network != "user" {
-        return Err(ApiError::bad_request("ports need \"network\": \"user\""));
+    if !ports.is_empty() && network == "none" {
+        return Err(ApiError::bad_request(
+            "ports need a network: \"user\" or a managed one",
+        ));
     }
     if ports.len() > MAX_PORTS {
         return Err(ApiError::bad_request(format!(
@@ -109,9 +106,15 @@ fn vm_view(r: VmRecord) -> Vm {
         vcpus: r.vcpus,
         memory_mib: r.memory_mib,
         disk_mib: r.disk_mib,
-        ip: (r.network == "user").then(|| USER_NET_IP.to_string()),
+        ip: match r.network.as_str() {
+            "user" => Some(USER_NET_IP.to_string()),
+            _ => r.ip,
+        },
         ports,
         network: r.network,
+        network_id: r.network_id,
+        mac: r.mac,
+        network_note: r.network_note,
         vmm: r.vmm,
         accelerator: r.accelerator,
         reason: r.reason,
@@ -177,7 +180,7 @@ pub(crate) fn new_record(
     host_id: &str,
     image: String,
     (vcpus, memory_mib, disk_mib): (u32, u64, u64),
-    (network, ports): (&str, &[PortForward]),
+    (network, ports): (super::networks::Attachment, &[PortForward]),
     start: bool,
     function_id: Option<&str>,
 ) -> VmRecord {
@@ -190,7 +193,11 @@ pub(crate) fn new_record(
         vcpus,
         memory_mib,
         disk_mib,
-        network: network.to_string(),
+        network: network.network,
+        network_id: network.network_id,
+        ip: None,
+        mac: network.mac,
+        network_note: network.note,
         ports: serde_json::to_string(ports).unwrap_or_else(|_| "[]".into()),
         user_data: String::new(),
         vmm: "qemu".into(),
@@ -334,7 +341,12 @@ impl App {
             memory_mib: v.memory_mib,
             disk_mib: v.disk_mib,
             volumes: self.volume_specs(&v.id).await?,
-            network: v.network.clone(),
+            network: if v.network_id.is_some() {
+                "managed".into()
+            } else {
+                v.network.clone()
+            },
+            nic: self.nic(v).await?,
             user_data: v.user_data.clone(),
             ports: ports_of(v)
                 .into_iter()
@@ -374,9 +386,16 @@ impl App {
         let host = self
             .place(req.host_id.as_deref(), &image, vcpus, memory_mib)
             .await?;
-        let network = req.network.as_deref().unwrap_or("none");
-        check_network(
-            network,
+        let network = self
+            .attachment(
+                req.network.as_deref(),
+                req.mac.as_deref(),
+                &req.ports,
+                &host,
+            )
+            .await?;
+        check_ports(
+            &network.network,
             &req.ports,
             &self.store().vms_on_host(&host.id).await?,
         )?;
@@ -392,7 +411,7 @@ impl App {
             function_id,
         );
         record.user_data = user_data;
-        self.store().insert_vm(&record).await?;
+        self.insert_vm_with_address(&mut record).await?;
         if start {
             if let Err(e) = self.start_on_agent(&record).await {
                 // Nothing runs: leave no half-created VM behind.

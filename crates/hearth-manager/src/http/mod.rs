@@ -10,6 +10,7 @@ mod auth;
 pub mod extract;
 mod functions;
 mod hosts;
+mod networks;
 mod ops;
 pub mod policy;
 mod snapshots;
@@ -50,7 +51,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     security(("bearer" = [])),
     tags(
         (name = "auth"), (name = "users"), (name = "api-keys"), (name = "hosts"),
-        (name = "vms"), (name = "snapshots"), (name = "volumes"), (name = "templates"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
+        (name = "vms"), (name = "snapshots"), (name = "networks"), (name = "volumes"), (name = "templates"), (name = "images"), (name = "functions"), (name = "events"), (name = "ops"),
     )
 )]
 struct ApiDoc;
@@ -103,6 +104,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(snapshots::list_snapshots))
         .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))
         .routes(routes!(snapshots::restore_snapshot))
+        .routes(routes!(networks::list_networks, networks::create_network))
+        .routes(routes!(networks::get_network, networks::delete_network))
         .routes(routes!(volumes::list_volumes, volumes::create_volume))
         .routes(routes!(
             volumes::get_volume,

@@ -22,6 +22,8 @@ pub fn access(method: &Method, route: &str) -> Access {
         "/v1/auth/logout" | "/v1/auth/whoami" => Access::Role(Role::Viewer),
         r if r.starts_with("/v1/users") => Access::Role(Role::Admin),
         r if r.starts_with("/v1/hosts") && !read => Access::Role(Role::Admin),
+        // Networks change hosts' networking (bridges, NAT rules).
+        r if r.starts_with("/v1/networks") && !read => Access::Role(Role::Admin),
         // A shell is a GET (a WebSocket) that runs anything: it needs what exec needs.
         "/v1/vms/{id}/shell" => Access::Role(Role::Operator),
         _ if read => Access::Role(Role::Viewer),

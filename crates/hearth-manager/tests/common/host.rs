@@ -37,9 +37,18 @@ impl Host {
 }
 
 pub async fn start_host(t: &TestApp, boot_timeout: Duration) -> Host {
+    start_host_with(t, boot_timeout, |_| {}).await
+}
+
+/// A host whose agent's config `tweak` changes first.
+pub async fn start_host_with(
+    t: &TestApp,
+    boot_timeout: Duration,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let reaper = Reaper(dir.path().join("run").join("vms"));
-    let agent = hearth_agent::start(AgentConfig {
+    let mut config = AgentConfig {
         manager_url: t.url.clone(),
         join_token: Some(t.join_token().await.into()),
         data_dir: dir.path().to_path_buf(),
@@ -48,9 +57,11 @@ pub async fn start_host(t: &TestApp, boot_timeout: Duration) -> Host {
         advertise: None,
         boot_timeout,
         accel: AccelMode::Tcg,
-    })
-    .await
-    .expect("agent starts");
+        manage_networks: false,
+        netns: None,
+    };
+    tweak(&mut config);
+    let agent = hearth_agent::start(config).await.expect("agent starts");
     // The host counts once its first heartbeat lists the default image.
     super::eventually(Duration::from_secs(20), "the host's images", || async {
         let (_, b) = t.get("/v1/images").await;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod netns;
 
 use std::time::Duration;
 

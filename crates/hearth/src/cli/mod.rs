@@ -2,6 +2,7 @@
 
 mod client;
 mod functions;
+mod network;
 mod output;
 mod snapshot;
 mod template;
@@ -16,7 +17,7 @@ use hearth_types::auth::{ApiKey, CreatedApiKey, LoginResponse, Role, User, WhoAm
 use hearth_types::host::{Host, JoinToken};
 use serde_json::json;
 
-use crate::serve::{self, AgentArgs, ServerArgs};
+use crate::serve::{self, AgentArgs, NetArgs, ServerArgs};
 use client::{read_secret, seg, Client, Credentials};
 use output::{fields, opt_when, table, when};
 
@@ -40,7 +41,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a manager and a local agent on this machine (SQLite by default)
-    Up(ServerArgs),
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        net: NetArgs,
+    },
     /// Run a manager only
     Manager(ServerArgs),
     /// Run a host agent that joins a manager
@@ -74,6 +80,9 @@ enum Command {
     /// VM snapshots: save, restore (as a new VM or in place), delete
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Managed networks: NAT, isolated or bridged, with addresses handed out
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Volumes: disks that outlive VMs
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
@@ -187,9 +196,9 @@ fn key_values(
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json_out = cli.json;
     match cli.command {
-        Command::Up(args) => {
+        Command::Up { server, net } => {
             serve::init_logging();
-            serve::up(args).await?;
+            serve::up(server, net).await?;
         }
         Command::Manager(args) => {
             serve::init_logging();
@@ -255,6 +264,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Host(cmd) => host(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Vm(cmd) => return vm::vm(Client::new(cli.url)?, cmd, json_out).await,
         Command::Snapshot(cmd) => snapshot::snapshot(Client::new(cli.url)?, cmd, json_out).await?,
+        Command::Network(cmd) => network::network(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Volume(cmd) => volume::volume(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Template(cmd) => template::template(Client::new(cli.url)?, cmd, json_out).await?,
         Command::Image(cmd) => vm::image(Client::new(cli.url)?, cmd, json_out).await?,

@@ -31,11 +31,15 @@ pub enum VmCmd {
         /// memory)
         #[arg(long, default_value_t = 1024)]
         disk: u64,
-        /// none, or user (QEMU user-mode networking: egress through the host)
-        #[arg(long, default_value = "none")]
-        network: String,
+        /// A managed network (name or id), user (QEMU user-mode networking: egress through
+        /// the host) or none [default: the network named default if there is one, else none]
+        #[arg(long)]
+        network: Option<String>,
+        /// The NIC's MAC address on a managed network [default: a random one]
+        #[arg(long)]
+        mac: Option<String>,
         /// Forward a port of the host's loopback into the guest: HOST:GUEST[/udp]
-        /// (repeatable; needs --network user)
+        /// (repeatable; needs a network; UDP only with user)
         #[arg(long = "port", short = 'p')]
         ports: Vec<String>,
         /// Pin it to a host (id or name)
@@ -175,11 +179,13 @@ pub(super) fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
         ("memory", format!("{} MiB", v.memory_mib)),
         (
             "network",
-            match &v.ip {
-                Some(ip) => format!("{} ({ip})", v.network),
-                None => v.network.clone(),
+            match (&v.ip, &v.network_note) {
+                (_, Some(note)) => format!("{} ({note})", v.network),
+                (Some(ip), None) => format!("{} ({ip})", v.network),
+                (None, None) => v.network.clone(),
             },
         ),
+        ("mac", v.mac.clone().unwrap_or_else(|| "-".into())),
         (
             "ports",
             if v.ports.is_empty() {
@@ -271,6 +277,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             memory,
             disk,
             network,
+            mac,
             ports,
             host,
             no_start,
@@ -285,7 +292,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
                 .post(
                     "/v1/vms",
                     json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
-                           "disk_mib": disk, "network": network, "ports": ports,
+                           "disk_mib": disk, "network": network, "mac": mac, "ports": ports,
                            "start": !no_start, "host_id": host}),
                 )
                 .await?;
