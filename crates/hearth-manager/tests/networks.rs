@@ -42,13 +42,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn nat_and_isolated_networks_with_addresses_and_a_port_forward() {
+on_both_databases!(
+    nat_and_isolated_networks_with_addresses_and_a_port_forward,
+    |db| { networks_end_to_end(db) }
+);
+
+async fn networks_end_to_end(db: common::Db) {
     let ns = Netns::new("net");
     let outside = Netns::new("out");
     ns.link(&outside, "192.168.250.1/24", "192.168.250.2/24");
 
-    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let t = TestApp::spawn(db).await;
     let host = start_host_with(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT, |c| {
         c.manage_networks = true;
         c.netns = Some(ns.name.clone());
