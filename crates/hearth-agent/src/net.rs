@@ -326,40 +326,47 @@ impl HostNet {
         TcpStream::from_std(s)
     }
 
-    /// Forwards TCP connections to `127.0.0.1:host_port` to the guest's `ip:guest_port`,
-    /// until the returned set is dropped.
+    /// Forwards TCP connections to `127.0.0.1:host_port` to `target` (a guest's address),
+    /// until the returned forward is dropped.
     pub async fn forward(
         self: &Arc<Self>,
-        forwards: &[(u16, Ipv4Addr, u16)],
-    ) -> Result<JoinSet<()>, String> {
-        let mut set = JoinSet::new();
-        for &(host_port, ip, guest_port) in forwards {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, host_port))
-                .await
-                .map_err(|e| format!("forwarding host port {host_port}: {e}"))?;
-            let target = SocketAddr::from((ip, guest_port));
-            let net = self.clone();
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARD_CONNECTIONS));
-            set.spawn(async move {
-                loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        continue; // full: the connection is closed
-                    };
-                    let net = net.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Ok(mut outbound) = net.connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                }
-            });
-        }
-        Ok(set)
+        host_port: u16,
+        target: SocketAddr,
+    ) -> Result<Forward, String> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, host_port))
+            .await
+            .map_err(|e| format!("forwarding host port {host_port}: {e}"))?;
+        let net = self.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARD_CONNECTIONS));
+        let mut conns = JoinSet::new();
+        Ok(Forward(tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    continue; // full: the connection is closed
+                };
+                while conns.try_join_next().is_some() {}
+                let net = net.clone();
+                // In the set, so that ending the forward ends its connections too.
+                conns.spawn(async move {
+                    let _permit = permit;
+                    if let Ok(mut outbound) = net.connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        })))
+    }
+}
+
+/// A running TCP forward; dropping it closes its port and its connections.
+pub struct Forward(tokio::task::JoinHandle<()>);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

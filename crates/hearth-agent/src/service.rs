@@ -231,6 +231,19 @@ impl Agent for AgentService {
             .map_err(status)
     }
 
+    async fn set_ports(
+        &self,
+        req: Request<pb::SetPortsRequest>,
+    ) -> Result<Response<pb::VmStatus>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        self.vms
+            .set_ports(&r.id, crate::vm::port_specs(r.ports))
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
     async fn pause_vm(&self, req: Request<pb::VmRef>) -> Result<Response<pb::VmStatus>, Status> {
         self.authorize(&req)?;
         self.vms

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::host::start_host_with;
 use common::netns::Netns;
-use common::{assert_error, sh, wait_vm, TestApp};
+use common::{assert_error, fetch_until, free_port, sh, wait_vm, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -32,14 +30,6 @@ async fn pings(t: &TestApp, vm: &str, addr: &str) -> bool {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["exit_code"] == 0
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 on_both_databases!(
@@ -250,17 +240,32 @@ async fn networks_end_to_end(db: common::Db) {
     )
     .await;
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let mut got = String::new();
-    for _ in 0..50 {
-        if let Ok(r) = reqwest::get(&url).await {
-            got = r.text().await.unwrap_or_default();
-            if got.contains("hello-from-b") {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(got.trim(), "hello-from-b");
+    assert_eq!(fetch_until(&url, "hello").await.trim(), "hello-from-b");
+    // One added to the running VM works at once (the agent's own proxy), and goes when
+    // removed.
+    let live = free_port();
+    let v = post_ok(
+        &t,
+        "/v1/vms/b/ports",
+        json!({"host_port": live, "guest_port": 8080}),
+    )
+    .await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 2, "{v}");
+    let live_url = format!("http://127.0.0.1:{live}/index.html");
+    assert_eq!(fetch_until(&live_url, "hello").await.trim(), "hello-from-b");
+    let (s, v) = t
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/vms/b/ports/{live}"),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        reqwest::get(&live_url).await.is_err(),
+        "the removed forward still answers"
+    );
 
     // Addresses in use are not handed out again; a deleted VM's address is.
     let d = post_ok(&t, "/v1/vms", json!({"name": "d", "start": false})).await;

@@ -37,6 +37,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/v1/vms/{id}/reboot", "operator"),
     ("POST", "/v1/vms/{id}/pause", "operator"),
     ("POST", "/v1/vms/{id}/resume", "operator"),
+    ("POST", "/v1/vms/{id}/ports", "operator"),
+    ("DELETE", "/v1/vms/{id}/ports/{host_port}", "operator"),
     ("GET", "/v1/vms/{id}/wait", "viewer"),
     ("POST", "/v1/vms/{id}/exec", "operator"),
     ("GET", "/v1/vms/{id}/console", "viewer"),

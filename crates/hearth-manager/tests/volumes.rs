@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::host::start_host;
-use common::{assert_error, sh, wait_vm, TestApp};
+use common::{assert_error, fetch_until, free_port, sh, wait_vm, TestApp};
 use hearth_agent::AgentConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -133,15 +133,6 @@ async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
     t.shutdown().await;
 }
 
-/// A port on the host's loopback that nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
     let t = TestApp::spawn(common::Db::Sqlite).await;
@@ -151,8 +142,8 @@ async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
 
     for (body, why) in [
         (
-            json!({"name": "n0", "network": "bridge"}),
-            "unknown network",
+            json!({"name": "n0", "network": "user", "mac": "02:00:00:00:00:01"}),
+            "a MAC without a managed network",
         ),
         (
             json!({"name": "n0", "ports": forward}),
@@ -196,17 +187,49 @@ async fn a_port_forward_on_loopback_reaches_a_server_in_the_guest() {
     )
     .await;
     let url = format!("http://127.0.0.1:{port}/index.html");
-    let mut body = String::new();
-    for _ in 0..50 {
-        if let Ok(r) = reqwest::get(&url).await {
-            body = r.text().await.unwrap_or_default();
-            if body.contains("hello") {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(body, "hello-from-guest\n");
+    assert_eq!(fetch_until(&url, "hello").await, "hello-from-guest\n");
+    // A forward added to the running VM works at once, and goes when removed.
+    let live = free_port();
+    let (s, v) = t
+        .post(
+            "/v1/vms/web/ports",
+            json!({"host_port": live, "guest_port": 8080}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ports"].as_array().unwrap().len(), 2, "{v}");
+    let live_url = format!("http://127.0.0.1:{live}/index.html");
+    assert_eq!(fetch_until(&live_url, "hello").await, "hello-from-guest\n");
+    let (s, b) = t
+        .post(
+            "/v1/vms/web/ports",
+            json!({"host_port": live, "guest_port": 22}),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    let (s, v) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/vms/web/ports/{live}"),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1, "{v}");
+    assert!(
+        reqwest::get(&live_url).await.is_err(),
+        "the removed forward still answers"
+    );
+    let (s, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/vms/web/ports/{live}"),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // The forward goes with the VM.
     assert_eq!(t.delete("/v1/vms/web").await, StatusCode::NO_CONTENT);
     assert!(
@@ -223,7 +246,7 @@ async fn a_template_makes_vms_with_their_volumes_and_user_data() {
     let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
     for body in [
         json!({"name": "Bad"}),
-        json!({"name": "t1", "spec": {"network": "bridge"}}),
+        json!({"name": "t1", "spec": {"network": "Not A Name"}}),
         json!({"name": "t1", "spec": {"volumes": [{"name": "d", "size_mib": 64}, {"name": "d", "size_mib": 64}]}}),
         json!({"name": "t1", "spec": {"cpus": 2}}),
         json!({"name": "t1", "spec": {"memory_mib": 1}}),

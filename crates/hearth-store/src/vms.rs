@@ -201,6 +201,17 @@ impl Store {
         rows.iter().map(vm).collect()
     }
 
+    /// Replaces a VM's port forwards (a JSON list).
+    pub async fn update_vm_ports(&self, id: &str, ports: &str) -> Result<()> {
+        sqlx::query("UPDATE vms SET ports = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(ports)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Changes name, size or desired state.
     pub async fn update_vm_spec(
         &self,

@@ -231,6 +231,13 @@ pub struct UpdateVm {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct PortQuery {
+    /// `tcp` (default) or `udp`.
+    pub protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StopQuery {
     /// Kill the VMM instead of shutting the guest down.
     pub force: Option<bool>,

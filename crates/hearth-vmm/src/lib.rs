@@ -121,6 +121,9 @@ pub enum VmmError {
     Qmp(#[from] qmp::QmpError),
     #[error("{0}")]
     Snapshot(String),
+    /// The VMM refused a change to a running VM.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -159,6 +162,15 @@ pub trait VmControl: Send + Sync {
     async fn resume(&self) -> Result<(), VmmError>;
     /// Writes the paused VM's memory and device state to `path`. The VM stays paused.
     async fn save(&self, path: &Path) -> Result<(), VmmError>;
+    /// Adds (or with `add` false, removes) a forward from `127.0.0.1:host_port` to the
+    /// guest's `guest_port` on its user-mode NIC.
+    async fn user_forward(
+        &self,
+        add: bool,
+        protocol: &str,
+        host_port: u16,
+        guest_port: u16,
+    ) -> Result<(), VmmError>;
     /// Kills the VMM. The exit future resolves soon after.
     fn kill(&self);
 }

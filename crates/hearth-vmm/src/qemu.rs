@@ -443,6 +443,34 @@ impl VmControl for QemuControl {
         Ok(())
     }
 
+    async fn user_forward(
+        &self,
+        add: bool,
+        protocol: &str,
+        host_port: u16,
+        guest_port: u16,
+    ) -> Result<(), VmmError> {
+        // No QMP command for it: the human monitor's, whose errors come back as its output.
+        let line = if add {
+            format!("hostfwd_add n0 {protocol}:127.0.0.1:{host_port}-:{guest_port}")
+        } else {
+            format!("hostfwd_remove n0 {protocol}:127.0.0.1:{host_port}")
+        };
+        let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
+        let out = qmp
+            .execute(
+                "human-monitor-command",
+                Some(serde_json::json!({ "command-line": line })),
+            )
+            .await?;
+        // `hostfwd_add` says nothing when it works; `hostfwd_remove` says "… removed".
+        match out.as_str().map(str::trim) {
+            Some("") | None => Ok(()),
+            Some(said) if !add && said.ends_with("removed") => Ok(()),
+            Some(err) => Err(VmmError::Refused(format!("{line}: {err}"))),
+        }
+    }
+
     async fn save(&self, path: &Path) -> Result<(), VmmError> {
         let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
         // The default cap is 128 MiB/s; a local file takes whatever the disk gives.

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::accel::AccelState;
 use crate::image::Images;
 
-pub use owner::{VmSpec, VolumeSpec};
+pub use owner::{port_specs, PortSpec, VmSpec, VolumeSpec};
 
 /// How many commands may wait for one VM's owner.
 const MAILBOX: usize = 16;
@@ -69,6 +69,11 @@ enum Command {
     /// Pause (true) or resume (false).
     Pause(bool, oneshot::Sender<Result<pb::VmStatus, VmError>>),
     Delete(oneshot::Sender<Result<(), VmError>>),
+    /// Replace the port forwards.
+    Ports(
+        Vec<owner::PortSpec>,
+        oneshot::Sender<Result<pb::VmStatus, VmError>>,
+    ),
     /// Take a snapshot with this id.
     Snapshot(String, oneshot::Sender<Result<pb::SnapshotInfo, VmError>>),
     /// Run this spec from the snapshot with this id, discarding the current run.
@@ -196,6 +201,15 @@ impl Vms {
 
     pub async fn reboot(&self, id: &str) -> Result<pb::VmStatus, VmError> {
         self.send(id, Command::Reboot).await
+    }
+
+    /// Replaces a VM's port forwards (now if it runs, and at later starts).
+    pub async fn set_ports(
+        &self,
+        id: &str,
+        ports: Vec<owner::PortSpec>,
+    ) -> Result<pb::VmStatus, VmError> {
+        self.send(id, |tx| Command::Ports(ports, tx)).await
     }
 
     /// Pauses (or with `pause` false, resumes) a VM.

@@ -25,8 +25,9 @@ use hearth_vmm::{Accel, VmConfig, VmControl};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{files, state_of, Command, OwnerHandle, VmError, VmHost};
-use crate::net::Nic;
+use crate::net::{Forward, Nic};
 use hearth_types::network::NetworkKind;
+use std::collections::BTreeMap;
 
 /// Lines of the serial log kept with a failure.
 const TAIL_LINES: usize = 30;
@@ -51,8 +52,7 @@ pub struct VmSpec {
     /// the managed network `nic`, with `ports` proxied by the agent; else no NIC.
     pub network: String,
     pub nic: Option<Nic>,
-    /// (protocol, host port on 127.0.0.1, guest port).
-    pub ports: Vec<(String, u16, u16)>,
+    pub ports: Vec<PortSpec>,
     /// A script the guest runs once, after its first boot.
     pub user_data: String,
 }
@@ -71,7 +71,32 @@ pub struct VolumeSpec {
 /// At most this many volumes per VM.
 const MAX_VOLUMES: usize = 16;
 
+/// (protocol, host port on 127.0.0.1, guest port).
+pub type PortSpec = (String, u16, u16);
+
 impl VmSpec {
+    /// Whether `ports` can be this VM's forwards: TCP or UDP with user-mode networking, TCP
+    /// on a managed network, none without a network; no host port twice.
+    pub fn check_ports(&self, ports: &[PortSpec]) -> Result<(), VmError> {
+        if !ports.is_empty() && !matches!(self.network.as_str(), "user" | "managed") {
+            return Err(VmError::Invalid("port forwards need a network".into()));
+        }
+        for (i, (proto, host, guest)) in ports.iter().enumerate() {
+            let managed = self.network == "managed";
+            if !matches!(proto.as_str(), "tcp" | "udp")
+                || (managed && proto != "tcp")
+                || *host == 0
+                || *guest == 0
+                || ports[..i].iter().any(|(p, h, _)| p == proto && h == host)
+            {
+                return Err(VmError::Invalid(format!(
+                    "bad port forward {proto}:{host}->{guest}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), VmError> {
         super::plain_id("VM", &self.id)?;
         if !(1..=64).contains(&self.vcpus) {
@@ -106,21 +131,7 @@ impl VmSpec {
                 )));
             }
         }
-        if !self.ports.is_empty() && !matches!(self.network.as_str(), "user" | "managed") {
-            return Err(VmError::Invalid("port forwards need a network".into()));
-        }
-        for (proto, host, guest) in &self.ports {
-            let managed = self.network == "managed";
-            if !matches!(proto.as_str(), "tcp" | "udp")
-                || (managed && proto != "tcp")
-                || *host == 0
-                || *guest == 0
-            {
-                return Err(VmError::Invalid(format!(
-                    "bad port forward {proto}:{host}->{guest}"
-                )));
-            }
-        }
+        self.check_ports(&self.ports)?;
         for v in &self.volumes {
             if !hearth_types::is_plain_id(&v.id)
                 || hearth_types::vm::check_name("volume", &v.name).is_err()
@@ -159,23 +170,26 @@ impl TryFrom<pb::VmSpec> for VmSpec {
             network: s.network,
             nic: s.nic.map(nic).transpose()?,
             user_data: s.user_data,
-            ports: s
-                .ports
-                .into_iter()
-                .map(|p| {
-                    let port = |n: u32| u16::try_from(n).unwrap_or(0);
-                    (p.protocol, port(p.host_port), port(p.guest_port))
-                })
-                .collect(),
+            ports: port_specs(s.ports),
         })
     }
+}
+
+/// Port forwards as the manager sends them (a port out of range becomes 0, refused later).
+pub fn port_specs(ports: Vec<pb::PortForward>) -> Vec<PortSpec> {
+    let port = |n: u32| u16::try_from(n).unwrap_or(0);
+    ports
+        .into_iter()
+        .map(|p| (p.protocol, port(p.host_port), port(p.guest_port)))
+        .collect()
 }
 
 struct Process {
     control: Arc<dyn VmControl>,
     exit: oneshot::Receiver<String>,
-    /// The agent's port forwards into a guest on a managed network; they end with it.
-    _forwards: tokio::task::JoinSet<()>,
+    /// The agent's port forwards into a guest on a managed network, by host port; they
+    /// end with it.
+    forwards: BTreeMap<u16, Forward>,
 }
 
 struct Owner {
@@ -387,6 +401,10 @@ impl Owner {
                 let r = self.snapshot(id).await;
                 let _ = reply.send(r);
             }
+            Command::Ports(ports, reply) => {
+                let r = self.set_ports(ports).await;
+                let _ = reply.send(r);
+            }
             Command::Restore(spec, snapshot, reply) => {
                 let r = self.restore(spec, snapshot).await;
                 let _ = reply.send(r);
@@ -484,26 +502,20 @@ impl Owner {
                 return Ok(self.status.borrow().clone());
             }
         };
-        let forwards = match &self.spec.nic {
-            Some(nic) => {
-                let list: Vec<_> = self
-                    .spec
-                    .ports
-                    .iter()
-                    .map(|(_, h, g)| (*h, nic.ip, *g))
-                    .collect();
-                match self.host.net.forward(&list).await {
-                    Ok(set) => set,
-                    Err(e) => {
-                        launched.control.kill();
-                        let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
-                        self.set(VmState::Failed, Some(e));
-                        return Ok(self.status.borrow().clone());
-                    }
+        let mut forwards = BTreeMap::new();
+        for (_, host_port, guest_port) in self.spec.ports.clone() {
+            let Some(nic) = &self.spec.nic else { break };
+            let target = (nic.ip, guest_port).into();
+            match self.host.net.forward(host_port, target).await {
+                Ok(f) => forwards.insert(host_port, f),
+                Err(e) => {
+                    launched.control.kill();
+                    let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
+                    self.set(VmState::Failed, Some(e));
+                    return Ok(self.status.borrow().clone());
                 }
-            }
-            None => tokio::task::JoinSet::new(),
-        };
+            };
+        }
         self.status.send_modify(|s| {
             s.pid = launched.pid;
             s.accelerator = accel.name().into();
@@ -512,7 +524,7 @@ impl Owner {
         self.process = Some(Process {
             control: launched.control,
             exit: launched.exit,
-            _forwards: forwards,
+            forwards,
         });
         self.config = Some(config);
         let (tx, rx) = oneshot::channel();
@@ -700,6 +712,58 @@ impl Owner {
                 Some(format!("the VMM exited unexpectedly ({how})")),
             );
         }
+    }
+
+    /// Makes `ports` the VM's forwards: at once if it runs (the agent's own forwards on a
+    /// managed network, QEMU's on user-mode networking), and at every later start. When a
+    /// port cannot be taken, the forwards in effect are kept as the VM's.
+    async fn set_ports(&mut self, ports: Vec<PortSpec>) -> Result<pb::VmStatus, VmError> {
+        self.spec.check_ports(&ports)?;
+        if let Some(p) = self.process.as_mut() {
+            let old = std::mem::take(&mut self.spec.ports);
+            let (kept, removed): (Vec<_>, Vec<_>) =
+                old.into_iter().partition(|o| ports.contains(o));
+            self.spec.ports = kept;
+            let added: Vec<_> = ports
+                .iter()
+                .filter(|n| !self.spec.ports.contains(n))
+                .cloned()
+                .collect();
+            for (proto, host, guest) in removed {
+                match &self.spec.nic {
+                    Some(_) => {
+                        p.forwards.remove(&host);
+                    }
+                    None => {
+                        if let Err(e) = p.control.user_forward(false, &proto, host, guest).await {
+                            self.spec.ports.push((proto, host, guest));
+                            return Err(VmError::Failed(e.to_string()));
+                        }
+                    }
+                }
+            }
+            for (proto, host, guest) in added {
+                let taken = match &self.spec.nic {
+                    Some(nic) => self
+                        .host
+                        .net
+                        .forward(host, (nic.ip, guest).into())
+                        .await
+                        .map(|f| {
+                            p.forwards.insert(host, f);
+                        }),
+                    None => p
+                        .control
+                        .user_forward(true, &proto, host, guest)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                taken.map_err(VmError::Incompatible)?;
+                self.spec.ports.push((proto, host, guest));
+            }
+        }
+        self.spec.ports = ports;
+        Ok(self.status.borrow().clone())
     }
 
     /// Freezes a running VM, or lets a paused one run; asking for the state it is in is a

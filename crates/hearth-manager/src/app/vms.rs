@@ -17,8 +17,8 @@ use hearth_types::api::Page;
 use hearth_types::host::{Host, HostStatus, Resources};
 use hearth_types::new_id;
 use hearth_types::vm::{
-    check_name, CreateVm, DesiredState, ExecResult, ExecVm, PortForward, UpdateVm, Vm, VmMetrics,
-    VmState,
+    check_name, CreateVm, DesiredState, ExecResult, ExecVm, PortForward, Protocol, UpdateVm, Vm,
+    VmMetrics, VmState,
 };
 
 use super::hosts::{HostClient, RegistryError};
@@ -48,6 +48,17 @@ const MAX_USER_DATA: usize = 64 << 10;
 
 pub(crate) fn ports_of(r: &VmRecord) -> Vec<PortForward> {
     serde_json::from_str(&r.ports).unwrap_or_default()
+}
+
+fn pb_ports(ports: &[PortForward]) -> Vec<pb::PortForward> {
+    ports
+        .iter()
+        .map(|p| pb::PortForward {
+            host_port: p.host_port.into(),
+            guest_port: p.guest_port.into(),
+            protocol: p.protocol.as_str().into(),
+        })
+        .collect()
 }
 
 /// Checks a VM's port forwards (`network` is `none`, `user` or a managed network's name);
@@ -348,14 +359,7 @@ impl App {
             },
             nic: self.nic(v).await?,
             user_data: v.user_data.clone(),
-            ports: ports_of(v)
-                .into_iter()
-                .map(|p| pb::PortForward {
-                    host_port: p.host_port.into(),
-                    guest_port: p.guest_port.into(),
-                    protocol: p.protocol.as_str().into(),
-                })
-                .collect(),
+            ports: pb_ports(&ports_of(v)),
         })
     }
 
@@ -461,6 +465,86 @@ impl App {
         }
         self.store()
             .update_vm_spec(&v.id, &name, vcpus, memory_mib, &v.desired_state)
+            .await?;
+        self.vm(&v.id).await
+    }
+
+    /// Adds a port forward to a VM: at once when it runs, and at its later starts.
+    pub async fn add_port_forward(&self, id_or_name: &str, p: PortForward) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let mut ports = ports_of(&v);
+        if ports
+            .iter()
+            .any(|q| q.host_port == p.host_port && q.protocol == p.protocol)
+        {
+            return Err(ApiError::Conflict(format!(
+                "VM {} already forwards host port {}/{}",
+                v.name,
+                p.host_port,
+                p.protocol.as_str()
+            )));
+        }
+        ports.push(p);
+        self.set_ports(v, ports).await
+    }
+
+    /// Takes a VM's forward of `host_port` away.
+    pub async fn remove_port_forward(
+        &self,
+        id_or_name: &str,
+        host_port: u16,
+        protocol: Protocol,
+    ) -> ApiResult<Vm> {
+        let v = self.store().vm(id_or_name).await?;
+        let mut ports = ports_of(&v);
+        let before = ports.len();
+        ports.retain(|q| !(q.host_port == host_port && q.protocol == protocol));
+        if ports.len() == before {
+            return Err(ApiError::NotFound(format!(
+                "VM {} forwards no host port {host_port}/{}",
+                v.name,
+                protocol.as_str()
+            )));
+        }
+        self.set_ports(v, ports).await
+    }
+
+    async fn set_ports(&self, v: VmRecord, ports: Vec<PortForward>) -> ApiResult<Vm> {
+        let host = v.host_id.clone().unwrap_or_default();
+        let others: Vec<VmRecord> = self
+            .store()
+            .vms_on_host(&host)
+            .await?
+            .into_iter()
+            .filter(|o| o.id != v.id)
+            .collect();
+        check_ports(&v.network, &ports, &others)?;
+        if v.network_id.is_some() && ports.iter().any(|p| p.protocol != Protocol::Tcp) {
+            return Err(ApiError::bad_request(
+                "on a managed network, port forwards are TCP only",
+            ));
+        }
+        let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
+        if matches!(
+            state,
+            VmState::Starting | VmState::Running | VmState::Paused
+        ) {
+            let agent = self.agent_for(&v).await?;
+            let status = agent
+                .rpc()
+                .set_ports(agent.request(pb::SetPortsRequest {
+                    id: v.id.clone(),
+                    ports: pb_ports(&ports),
+                }))
+                .await?
+                .into_inner();
+            self.observe(&v.id, &observed(&status)).await?;
+        }
+        self.store()
+            .update_vm_ports(
+                &v.id,
+                &serde_json::to_string(&ports).unwrap_or_else(|_| "[]".into()),
+            )
             .await?;
         self.vm(&v.id).await
     }

@@ -94,6 +94,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::reboot_vm))
         .routes(routes!(vms::pause_vm))
         .routes(routes!(vms::resume_vm))
+        .routes(routes!(vms::add_port_forward))
+        .routes(routes!(vms::remove_port_forward))
         .routes(routes!(vms::wait_vm))
         .routes(routes!(vms::exec_vm))
         .routes(routes!(vms::console_vm))

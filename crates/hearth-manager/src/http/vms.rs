@@ -17,8 +17,8 @@ use futures_util::{SinkExt, StreamExt};
 use hearth_agent_api::pb;
 use hearth_types::api::{ListQuery, Page};
 use hearth_types::vm::{
-    ConsoleQuery, CreateVm, ExecResult, ExecVm, Image, StopQuery, UpdateVm, Vm, VmMetrics, VmState,
-    WaitQuery,
+    ConsoleQuery, CreateVm, ExecResult, ExecVm, Image, PortForward, PortQuery, StopQuery, UpdateVm,
+    Vm, VmMetrics, VmState, WaitQuery,
 };
 use hearth_types::ErrorBody;
 use serde::Deserialize;
@@ -142,6 +142,35 @@ pub async fn stop_vm(
     responses((status = 200, body = Vm), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause_vm(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
     Ok(Json(app.pause_vm(&id, true).await?))
+}
+
+/// Forward a host port (on 127.0.0.1) to a guest port: at once when the VM runs, and at its
+/// later starts.
+#[utoipa::path(post, path = "/v1/vms/{id}/ports", tag = "vms", params(("id" = String, Path, description = "VM id or name")),
+    request_body = PortForward,
+    responses((status = 200, body = Vm), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the host port is taken", body = ErrorBody)))]
+pub async fn add_port_forward(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Json(req): Json<PortForward>,
+) -> ApiResult<Json<Vm>> {
+    Ok(Json(app.add_port_forward(&id, req).await?))
+}
+
+/// Stop forwarding a host port to the VM.
+#[utoipa::path(delete, path = "/v1/vms/{id}/ports/{host_port}", tag = "vms",
+    params(("id" = String, Path, description = "VM id or name"), ("host_port" = u16, Path), PortQuery),
+    responses((status = 200, body = Vm), (status = 404, body = ErrorBody)))]
+pub async fn remove_port_forward(
+    State(app): State<App>,
+    Path((id, host_port)): Path<(String, u16)>,
+    Query(q): Query<PortQuery>,
+) -> ApiResult<Json<Vm>> {
+    Ok(Json(
+        app.remove_port_forward(&id, host_port, q.protocol.unwrap_or_default())
+            .await?,
+    ))
 }
 
 /// Resume a paused VM.

@@ -291,3 +291,28 @@ pub async fn fn_vms(t: &TestApp) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// GETs `url` until its body contains `want` (10 s at most) and returns the last body
+/// ("" when nothing answered).
+pub async fn fetch_until(url: &str, want: &str) -> String {
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(url).await {
+            body = r.text().await.unwrap_or_default();
+            if body.contains(want) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    body
+}
+
+/// A port on the host's loopback that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

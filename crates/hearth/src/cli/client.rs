@@ -229,6 +229,14 @@ impl Client {
         }
     }
 
+    /// A DELETE that answers with a body.
+    pub async fn delete_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        self.request(Method::DELETE, path, None).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         let _: serde_json::Value = self.request(Method::DELETE, path, None).await?;
         Ok(())

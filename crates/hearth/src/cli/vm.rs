@@ -85,6 +85,14 @@ pub enum VmCmd {
     Resume {
         vm: String,
     },
+    /// Forward a port of the host's loopback into the guest, HOST:GUEST[/udp] (at once if
+    /// the VM runs); with --remove, HOST[/udp] stops forwarding
+    PortForward {
+        vm: String,
+        port: String,
+        #[arg(long)]
+        remove: bool,
+    },
     /// Delete a VM (its snapshots stay unless --snapshots)
     Delete {
         vm: String,
@@ -159,7 +167,7 @@ fn parse_port(s: &str) -> anyhow::Result<serde_json::Value> {
             Ok(json!({"host_port": h, "guest_port": g, "protocol": proto}))
         }
         _ => anyhow::bail!(
-            "--port {s:?}: use HOST:GUEST, optionally with /tcp or /udp (e.g. 8080:80)"
+            "port forward {s:?}: use HOST:GUEST, optionally with /tcp or /udp (e.g. 8080:80)"
         ),
     }
 }
@@ -352,6 +360,21 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             let v: Vm = client
                 .post(&format!("/v1/vms/{}/pause", seg(&vm)), json!({}))
                 .await?;
+            show(&v, json_out)?;
+        }
+        VmCmd::PortForward { vm, port, remove } => {
+            let path = format!("/v1/vms/{}/ports", seg(&vm));
+            let v: Vm = if remove {
+                let (host, proto) = port.split_once('/').unwrap_or((&port, "tcp"));
+                let host: u16 = host.parse().map_err(|_| {
+                    anyhow::anyhow!("{port:?}: give the host port, e.g. 8080 or 5353/udp")
+                })?;
+                client
+                    .delete_json(&format!("{path}/{host}?protocol={}", seg(proto)))
+                    .await?
+            } else {
+                client.post(&path, parse_port(&port)?).await?
+            };
             show(&v, json_out)?;
         }
         VmCmd::Resume { vm } => {
