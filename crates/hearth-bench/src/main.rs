@@ -106,7 +106,7 @@ async fn api_boot(api: &Api, name: &str) -> anyhow::Result<(Duration, String)> {
         .call(
             reqwest::Method::POST,
             "/v1/vms",
-            Some(json!({"name": name, "memory_mib": 256})),
+            Some(json!({"name": name, "memory_mib": 256, "network": "none"})),
         )
         .await?;
     let id = vm["id"].as_str().context("vm id")?.to_string();
@@ -117,6 +117,95 @@ async fn api_boot(api: &Api, name: &str) -> anyhow::Result<(Duration, String)> {
     )
     .await?;
     Ok((t0.elapsed(), id))
+}
+
+/// A process's resident set, in MiB (0 when it cannot be read).
+fn resident_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Bytes a file takes on disk (a sparse file takes only what was written).
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+/// A network namespace for the bench's managed network, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Option<Netns> {
+        let name = format!("hearth-bench-{}", hearth_types::short_suffix());
+        let ok = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        (ok(&["netns", "add", &name]) && ok(&["-n", &name, "link", "set", "lo", "up"]))
+            .then_some(Netns(name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// Round trips of one byte over one TCP connection to `addr`, made from the network
+/// namespace `netns` (None: this one), on a thread of its own.
+async fn round_trips(
+    netns: Option<String>,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    tokio::task::spawn_blocking(move || {
+        // A fresh thread: entering a namespace must not leak into the runtime's pool.
+        std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+            use std::io::{Read, Write};
+            if let Some(ns) = netns {
+                let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            }
+            // The guest's echo server may take a moment to listen.
+            let mut s = (0..50)
+                .find_map(|_| {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                        .ok()
+                        .or_else(|| {
+                            std::thread::sleep(Duration::from_millis(100));
+                            None
+                        })
+                })
+                .with_context(|| format!("connecting to {addr}"))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut out = Vec::with_capacity(n);
+            let mut b = [0u8; 1];
+            for i in 0..n + 10 {
+                let t0 = Instant::now();
+                s.write_all(b"x")?;
+                s.read_exact(&mut b)?;
+                if i >= 10 {
+                    out.push(t0.elapsed()); // the first ten warm up
+                }
+            }
+            Ok(out)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("round trip thread panicked"))?
+    })
+    .await?
 }
 
 #[tokio::main]
@@ -132,6 +221,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10)
         .max(1);
     let dir = tempfile::tempdir()?;
+    // Managed networks are built in a namespace of the bench's own, never on the host's.
+    let netns = Netns::new();
 
     // A manager and an agent in this process, on loopback, as `hearth up` runs them.
     let mut config = ManagerConfig::for_data_dir(dir.path());
@@ -170,8 +261,8 @@ async fn main() -> anyhow::Result<()> {
         advertise: None,
         boot_timeout: Duration::from_secs(300),
         accel: accel_mode,
-        manage_networks: false,
-        netns: None,
+        manage_networks: netns.is_some(),
+        netns: netns.as_ref().map(|n| n.0.clone()),
     })
     .await?;
     let http = reqwest::Client::builder()
@@ -355,15 +446,11 @@ async fn main() -> anyhow::Result<()> {
         .call(reqwest::Method::GET, &format!("/v1/vms/{id}/metrics"), None)
         .await?;
     let guest_used_mib = m["memory_used_mib"].as_f64().unwrap_or(0.0);
-    let pid = std::fs::read_to_string(dir.path().join("agent/run/vms").join(&id).join("qemu.pid"))?;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))?;
-    let rss_mib = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0;
+    let qemu_pid = |id: &str| {
+        std::fs::read_to_string(dir.path().join("agent/run/vms").join(id).join("qemu.pid"))
+            .unwrap_or_default()
+    };
+    let rss_mib = resident_mib(&qemu_pid(&id));
     api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
         .await?;
 
@@ -561,13 +648,85 @@ async fn main() -> anyhow::Result<()> {
     });
     let results = futures_util::future::join_all(boots).await;
     let mut slowest = Duration::ZERO;
+    let mut ids = Vec::new();
     for r in results {
         let (d, id) = r?;
         slowest = slowest.max(d);
+        ids.push(id);
+    }
+    let all = t0.elapsed();
+    // Host memory and disk with 1, 5 and 10 of them idle: QEMU's resident sets, this
+    // process (the manager and the agent) once, and the VMs' own disks.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let files = hearth_agent::vm::files::Roots::new(&dir.path().join("agent"));
+    let footprint: Vec<(usize, f64, f64)> = [1, 5, 10]
+        .into_iter()
+        .filter(|k| *k <= ids.len())
+        .map(|k| {
+            let qemu: f64 = ids[..k].iter().map(|id| resident_mib(&qemu_pid(id))).sum();
+            let disk: u64 = ids[..k].iter().map(|id| allocated(&files.disk(id))).sum();
+            (k, qemu, disk as f64 / 1048576.0)
+        })
+        .collect();
+    let control_plane_mib = resident_mib(&std::process::id().to_string());
+    for id in &ids {
         api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
             .await?;
     }
-    let all = t0.elapsed();
+
+    // Host ↔ guest round trips (one byte, TCP): over a TAP on a managed network, from the
+    // agent's namespace to the guest's address, against QEMU's user-mode networking
+    // through its loopback forward.
+    let rtt = match &netns {
+        Some(ns) => {
+            let echo = "nc -ll -p 7777 -e cat </dev/null >/dev/null 2>&1 &";
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut ids = Vec::new();
+            let mut addrs = Vec::new();
+            for (name, body) in [
+                (
+                    "rtt-tap",
+                    json!({"name": "rtt-tap", "network": "default", "disk_mib": 0}),
+                ),
+                (
+                    "rtt-user",
+                    json!({"name": "rtt-user", "network": "user", "disk_mib": 0,
+                    "ports": [{"host_port": port, "guest_port": 7777}]}),
+                ),
+            ] {
+                let vm = api
+                    .call(reqwest::Method::POST, "/v1/vms", Some(body))
+                    .await?;
+                let id = vm["id"].as_str().context("vm id")?.to_string();
+                api.call(
+                    reqwest::Method::GET,
+                    &format!("/v1/vms/{id}/wait?state=running&timeout_s=300"),
+                    None,
+                )
+                .await?;
+                api.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/vms/{name}/exec"),
+                    Some(json!({"command": ["sh", "-c", echo]})),
+                )
+                .await?;
+                addrs.push(vm["ip"].as_str().unwrap_or_default().to_string());
+                ids.push(id);
+            }
+            let n = 200 * runs;
+            let tap =
+                round_trips(Some(ns.0.clone()), format!("{}:7777", addrs[0]).parse()?, n).await?;
+            let user = round_trips(None, ([127, 0, 0, 1], port).into(), n).await?;
+            for id in &ids {
+                api.call(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), None)
+                    .await?;
+            }
+            Some((median(tap), median(user)))
+        }
+        None => None,
+    };
 
     agent.shutdown().await;
     let _ = stop_tx.send(());
@@ -619,6 +778,22 @@ async fn main() -> anyhow::Result<()> {
         "({parallel} VMs booted in {:.1} s in all)",
         all.as_secs_f64()
     );
+    for (k, qemu, disk) in &footprint {
+        println!(
+            "{k:>2} idle VMs (256 MiB): QEMU RSS {qemu:.0} MiB ({:.1} per VM), + manager and agent {control_plane_mib:.0} MiB; VM disks {disk:.1} MiB ({:.2} per VM)",
+            qemu / *k as f64,
+            disk / *k as f64,
+        );
+    }
+    match rtt {
+        Some((tap, user)) => line(
+            "host ↔ guest TCP round trip: TAP / user-mode",
+            tap,
+            user,
+            "report",
+        ),
+        None => println!("host ↔ guest round trip: skipped (no network namespace: run as root)"),
+    }
     line(
         "function warm invoke: API / straight over the channel",
         fn_warm,
