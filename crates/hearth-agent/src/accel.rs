@@ -252,6 +252,7 @@ mod tests {
             kernel: dir.join("vmlinuz"),
             initrd: dir.join("initrd"),
             rootfs: None,
+            run: None,
             kernel_version: "6.1.0-test".into(),
         }
     }

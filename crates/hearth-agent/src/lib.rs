@@ -119,6 +119,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         }
     };
     let runtimes = runtimes::Runtimes::new(images_dir, images.clone(), default.clone());
+    let imported_dir = config.data_dir.join("imported-images");
+    image::imported::load_all(&imported_dir, &images);
     let accel = accel::AccelState::start(&config.data_dir, default, config.accel);
     let run_root = config.data_dir.join("run").join("vms");
     vm::reap_leftovers(&run_root);
@@ -147,7 +149,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         boot_timeout: config.boot_timeout,
         reports: reports_tx,
     });
-    let info = host_info::HostProbe::new(&config.data_dir, accel, images, net);
+    let info = host_info::HostProbe::new(&config.data_dir, accel, images.clone(), net);
     let cancel = CancellationToken::new();
     let registrar = Arc::new(registration::Registrar::new(
         &config,
@@ -160,8 +162,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     tracing::info!(%host_id, %addr, "agent joined the manager");
 
     let mut tasks = tokio::task::JoinSet::new();
-    let service =
-        service::AgentService::new(Arc::new(identity.clone()), info, vms.clone(), runtimes);
+    let service = service::AgentService::new(
+        Arc::new(identity.clone()),
+        info,
+        vms.clone(),
+        runtimes,
+        images.clone(),
+        imported_dir,
+    );
     let serve_cancel = cancel.clone();
     tasks.spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -64,6 +64,7 @@ impl Runtimes {
                 &runtime::image_name(rt),
                 BootImage {
                     rootfs: Some(path),
+                    run: None,
                     ..base.clone()
                 },
             );

@@ -22,8 +22,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::host_info::HostProbe;
 use crate::identity::Identity;
+use crate::image::Images;
 use crate::runtimes::Runtimes;
 use crate::vm::{VmError, Vms};
+use std::path::PathBuf;
 
 /// Bounds on what one call may carry.
 const MAX_ARGS: usize = 1024;
@@ -38,6 +40,9 @@ pub struct AgentService {
     probe: HostProbe,
     vms: Vms,
     runtimes: Runtimes,
+    images: Images,
+    /// Where imported images live.
+    imported_dir: PathBuf,
     /// The previous CPU sample of each VM, for a percentage between two samples.
     cpu: Mutex<HashMap<String, (Instant, u64, u64)>>,
 }
@@ -48,12 +53,16 @@ impl AgentService {
         probe: HostProbe,
         vms: Vms,
         runtimes: Runtimes,
+        images: Images,
+        imported_dir: PathBuf,
     ) -> AgentService {
         AgentService {
             identity,
             probe,
             vms,
             runtimes,
+            images,
+            imported_dir,
             cpu: Mutex::default(),
         }
     }
@@ -117,6 +126,9 @@ fn guest_error(e: ClientError) -> Status {
         other => Status::internal(format!("guest protocol: {other}")),
     }
 }
+
+/// The largest image an agent takes.
+const MAX_IMAGE_UPLOAD: u64 = 16 << 30;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -206,6 +218,100 @@ impl Agent for AgentService {
             .delete_snapshot(&req.into_inner().id)
             .map(|()| Response::new(pb::DeleteSnapshotResponse {}))
             .map_err(status)
+    }
+
+    async fn import_image(
+        &self,
+        req: Request<Streaming<pb::ImageChunk>>,
+    ) -> Result<Response<pb::ImageInfo>, Status> {
+        self.authorize(&req)?;
+        let mut chunks = req.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no image sent"))?;
+        let h = first
+            .header
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first message must name the image"))?;
+        let format: crate::image::oci::Format =
+            h.format.parse().map_err(Status::invalid_argument)?;
+        if crate::image::imported::reserved(&h.name)
+            || hearth_types::vm::check_name("image", &h.name).is_err()
+        {
+            return Err(Status::invalid_argument(format!(
+                "{:?} cannot name an imported image",
+                h.name
+            )));
+        }
+        if h.size_bytes > MAX_IMAGE_UPLOAD {
+            return Err(Status::invalid_argument(format!(
+                "images are at most {} GiB",
+                MAX_IMAGE_UPLOAD >> 30
+            )));
+        }
+        // The upload goes to a file first (it is read more than once), checked as it comes.
+        std::fs::create_dir_all(&self.imported_dir).map_err(|e| Status::internal(e.to_string()))?;
+        let upload = self
+            .imported_dir
+            .join(format!(".upload-{}", hearth_types::short_suffix()));
+        let res = async {
+            use sha2::Digest;
+            use tokio::io::AsyncWriteExt;
+            let mut f = tokio::fs::File::create(&upload).await?;
+            let mut hash = sha2::Sha256::new();
+            let mut n = 0u64;
+            let mut chunk = first.data;
+            loop {
+                n += chunk.len() as u64;
+                if n > h.size_bytes {
+                    return Err(Status::invalid_argument("more bytes came than announced"));
+                }
+                hash.update(&chunk);
+                f.write_all(&chunk).await?;
+                match chunks.message().await? {
+                    Some(c) => chunk = c.data,
+                    None => break,
+                }
+            }
+            f.flush().await?;
+            if n != h.size_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "the upload ended after {n} of {} bytes",
+                    h.size_bytes
+                )));
+            }
+            let sha = hex::encode(hash.finalize());
+            if !h.sha256.is_empty() && !sha.eq_ignore_ascii_case(&h.sha256) {
+                return Err(Status::invalid_argument(format!(
+                    "the upload's SHA-256 is {sha}, not {}",
+                    h.sha256
+                )));
+            }
+            let (images, dir, up, name) = (
+                self.images.clone(),
+                self.imported_dir.clone(),
+                upload.clone(),
+                h.name.clone(),
+            );
+            let image = tokio::task::spawn_blocking(move || {
+                crate::image::imported::import(&up, format, &name, &sha, &dir, &images)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            Ok::<_, Status>(image)
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&upload).await;
+        let image = res?;
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Ok(Response::new(pb::ImageInfo {
+            name: h.name,
+            kind: "rootfs".into(),
+            kernel_version: image.kernel_version.clone(),
+            size_bytes: image.rootfs.as_deref().map_or(0, size),
+        }))
     }
 
     async fn delete_network(

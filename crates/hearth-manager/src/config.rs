@@ -35,6 +35,8 @@ pub struct ManagerConfig {
     pub secrets_key: Option<SecretString>,
     /// Function invocations per second one caller (user or API key) may make (0: no limit).
     pub invoke_rate_limit_per_s: u32,
+    /// The largest image upload taken (`POST /v1/images`), in bytes.
+    pub max_image_bytes: u64,
 }
 
 /// The defaults, as the first configuration layer.
@@ -49,6 +51,7 @@ struct Defaults {
     cpu_overcommit: f64,
     memory_overcommit: f64,
     invoke_rate_limit_per_s: u32,
+    max_image_bytes: u64,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:18080";
@@ -71,6 +74,7 @@ impl Default for Defaults {
             cpu_overcommit: 4.0,
             memory_overcommit: 1.0,
             invoke_rate_limit_per_s: 200,
+            max_image_bytes: 8 << 30,
         }
     }
 }
@@ -112,6 +116,7 @@ impl ManagerConfig {
                 "heartbeat_interval_ms",
                 "host_down_after_ms",
                 "max_body_bytes",
+                "max_image_bytes",
             ]))
             .merge(Serialized::defaults(flags));
         let config: ManagerConfig = fig
@@ -144,6 +149,7 @@ impl ManagerConfig {
             memory_overcommit: d.memory_overcommit,
             secrets_key: None,
             invoke_rate_limit_per_s: d.invoke_rate_limit_per_s,
+            max_image_bytes: d.max_image_bytes,
         }
     }
 

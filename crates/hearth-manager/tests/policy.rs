@@ -50,6 +50,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/snapshots/{id}", "viewer"),
     ("DELETE", "/v1/snapshots/{id}", "operator"),
     ("POST", "/v1/snapshots/{id}/restore", "operator"),
+    ("POST", "/v1/images", "operator"),
     ("GET", "/v1/networks", "viewer"),
     ("POST", "/v1/networks", "admin"),
     ("GET", "/v1/networks/{id}", "viewer"),

@@ -307,12 +307,28 @@ pub struct ConsoleQuery {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Image {
     pub name: String,
-    /// `initramfs` (a kernel plus an initramfs).
+    /// `initramfs` (a kernel plus an initramfs) or `rootfs` (a root filesystem booted with
+    /// the default kernel and initramfs).
     pub kind: String,
     pub kernel_version: String,
     pub size_bytes: u64,
     /// The hosts that have it.
     pub hosts: Vec<String>,
+}
+
+/// `POST /v1/images`: the body is the image's bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportImage {
+    /// The image's name: 1–63 lowercase letters, digits and dashes (not `default` or
+    /// `runtime-…`). An image of that name is replaced.
+    pub name: String,
+    /// `oci` (default): an OCI image layout or a `docker save` archive, as a tar; its
+    /// entrypoint, cmd, env and working dir run at every boot. `rootfs-tar`: a tar of a
+    /// root filesystem.
+    pub format: Option<String>,
+    /// The body's SHA-256 (hex); the upload is refused when it differs.
+    pub sha256: Option<String>,
 }
 
 /// Checks a name of `what` (a VM, a function): 1–63 lowercase letters, digits and dashes,

@@ -39,6 +39,8 @@ pub struct BootImage {
     pub kernel_version: String,
     /// The root filesystem the guest switches to (runtime images); none for `default`.
     pub rootfs: Option<PathBuf>,
+    /// What the guest runs at every boot (an imported container image's entrypoint).
+    pub run: Option<super::oci::ImageRun>,
 }
 
 /// Where the static `hearth-guest` binary is: `HEARTH_GUEST_BIN`, else beside this
@@ -245,6 +247,7 @@ pub fn build_default(images_dir: &Path) -> anyhow::Result<BootImage> {
         initrd,
         kernel_version: kver,
         rootfs: None,
+        run: None,
     })
 }
 

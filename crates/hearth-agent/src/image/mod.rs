@@ -1,9 +1,13 @@
 //! Images on this host. The `default` image is the host's guest kernel plus an initramfs
 //! Hearth builds (see [`initramfs`]), cached under `<data dir>/images/default/` by a hash of
-//! everything that goes into it.
+//! everything that goes into it. Runtime images ([`rootfs`]) and imported ones
+//! ([`imported`], from container images: [`oci`]) add a root filesystem the guest switches
+//! to.
 
 pub mod cpio;
+pub mod imported;
 pub mod initramfs;
+pub mod oci;
 pub mod rootfs;
 
 pub use initramfs::{build_default, BootImage};

@@ -162,25 +162,33 @@ fn build_in(
     std::fs::create_dir_all(root.join("code"))?;
     std::fs::write(root.join("etc/hostname"), "hearth\n")?;
 
-    let used = du(&root)?;
+    let tmp = work.join("image.ext4");
+    pack_ext4(&root, &tmp, progress)?;
+    std::fs::rename(&tmp, image)?;
+    progress("done");
+    Ok(())
+}
+
+/// Packs the directory `root` into a new ext4 image `out` a quarter larger than its content
+/// (no mounting: `mkfs.ext4 -d`).
+pub fn pack_ext4(root: &Path, out: &Path, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+    let used = du(root)?;
     let size_mib = used / (1 << 20) * 5 / 4 + 64;
     progress(&format!(
         "packing {} MiB into a {size_mib} MiB ext4 image",
         used >> 20
     ));
-    let tmp = work.join("image.ext4");
-    let out = Command::new(which("mkfs.ext4").expect("checked"))
+    let mkfs = which("mkfs.ext4").context("mkfs.ext4 is missing: install e2fsprogs")?;
+    let res = Command::new(mkfs)
         .args(["-q", "-F", "-L", "hearth-rootfs", "-m", "0", "-d"])
-        .arg(&root)
-        .arg(&tmp)
+        .arg(root)
+        .arg(out)
         .arg(format!("{size_mib}M"))
         .output()
         .context("running mkfs.ext4")?;
-    if !out.status.success() {
-        bail!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr).trim());
+    if !res.status.success() {
+        bail!("mkfs.ext4: {}", String::from_utf8_lossy(&res.stderr).trim());
     }
-    std::fs::rename(&tmp, image)?;
-    progress("done");
     Ok(())
 }
 

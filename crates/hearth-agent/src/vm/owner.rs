@@ -203,6 +203,8 @@ struct Owner {
     config: Option<VmConfig>,
     boot: Option<oneshot::Receiver<Result<GuestClient, String>>>,
     launched_at: Instant,
+    /// The running VMM was restored from a snapshot, not booted.
+    restored: bool,
 }
 
 pub(super) fn spawn(
@@ -231,6 +233,7 @@ pub(super) fn spawn(
         config: None,
         boot: None,
         launched_at: Instant::now(),
+        restored: false,
     };
     tokio::spawn(owner.run(rx));
     OwnerHandle {
@@ -281,6 +284,44 @@ fn run_user_data(vm: String, guest: GuestClient, script: &str) {
             Ok(Ok(out)) => tracing::warn!(%vm, code = out.code, "user data wrapper failed"),
             Ok(Err(e)) => tracing::warn!(%vm, error = %e, "user data did not run"),
             Err(_) => tracing::warn!(%vm, "user data did not finish in time"),
+        }
+    });
+}
+
+/// Starts an imported image's command (entrypoint and cmd) in the guest, in its own session,
+/// with the image's environment and working dir; its output goes to
+/// /var/log/hearth-entrypoint.log. The image needs a `/bin/sh`.
+fn run_image_command(vm: String, guest: GuestClient, run: crate::image::oci::ImageRun) {
+    const WRAPPER: &str = "cd \"$1\" 2>/dev/null; shift; mkdir -p /var/log; \
+        if command -v setsid >/dev/null 2>&1; then \
+          setsid \"$@\" </dev/null >/var/log/hearth-entrypoint.log 2>&1 & \
+        else \"$@\" </dev/null >/var/log/hearth-entrypoint.log 2>&1 & fi";
+    let mut argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        WRAPPER.into(),
+        "entrypoint".into(),
+        run.workdir.unwrap_or_else(|| "/".into()),
+    ];
+    argv.extend(run.argv);
+    let req = Request::Exec {
+        argv,
+        env: run
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        cwd: None,
+        timeout_ms: 30_000,
+        pty: None,
+    };
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(40), guest.exec(&req, &[], 64 << 10)).await {
+            Ok(Ok(out)) if out.code == 0 => tracing::info!(%vm, "image command started"),
+            Ok(Ok(out)) => tracing::warn!(%vm, code = out.code, "image command did not start"),
+            Ok(Err(e)) => tracing::warn!(%vm, error = %e, "image command did not start"),
+            Err(_) => tracing::warn!(%vm, "image command did not start in time"),
         }
     });
 }
@@ -487,6 +528,7 @@ impl Owner {
     /// restored guest who it now is). The VM is `starting` until the guest answers.
     async fn launch(&mut self, config: VmConfig, restored: bool) -> Result<pb::VmStatus, VmError> {
         let accel = config.accel;
+        self.restored = restored;
         let _ = std::fs::remove_dir_all(&self.run_dir);
         self.launched_at = Instant::now();
         if let Some(nic) = &self.spec.nic {
@@ -681,6 +723,13 @@ impl Owner {
             Ok(client) => {
                 if !self.spec.user_data.is_empty() {
                     run_user_data(self.spec.id.clone(), client.clone(), &self.spec.user_data);
+                }
+                // A restored guest's command runs on from where it was saved.
+                let run = self.host.images.get(&self.spec.image).and_then(|i| i.run);
+                if let (false, Some(run)) = (self.restored, run) {
+                    if !run.argv.is_empty() {
+                        run_image_command(self.spec.id.clone(), client.clone(), run);
+                    }
                 }
                 self.guest.send_replace(Some(client));
                 self.set(VmState::Running, None);

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod compile;
 pub mod functions;
 pub mod hosts;
+pub mod images;
 pub mod networks;
 pub mod pool;
 pub mod ratelimit;

@@ -10,6 +10,7 @@ mod auth;
 pub mod extract;
 mod functions;
 mod hosts;
+mod images;
 mod networks;
 mod ops;
 pub mod policy;
@@ -101,7 +102,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::console_vm))
         .routes(routes!(vms::shell_vm))
         .routes(routes!(vms::metrics_vm))
-        .routes(routes!(vms::list_images))
+        .routes(routes!(vms::list_images, images::import_image))
         .routes(routes!(snapshots::create_snapshot))
         .routes(routes!(snapshots::list_snapshots))
         .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))

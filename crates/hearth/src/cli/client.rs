@@ -94,15 +94,68 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<T> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{}", self.url, path));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.builder(method.clone(), path);
         if let Some(b) = body {
             req = req.json(b);
         }
+        self.finish(req, &method, path).await
+    }
+
+    fn builder(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{}", self.url, path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// POSTs a file as the body, streamed, showing how much went on stderr (`progress`).
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        progress: bool,
+    ) -> anyhow::Result<T> {
+        use futures_util::StreamExt;
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let total = f.metadata().await?.len();
+        let mut sent = 0u64;
+        let mut shown = 0u64;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).inspect(move |c| {
+            if let (true, Ok(c)) = (progress, c) {
+                sent += c.len() as u64;
+                if sent - shown >= 4 << 20 || sent == total {
+                    shown = sent;
+                    let mib = |b: u64| b as f64 / 1048576.0;
+                    eprint!(
+                        "\ruploading {:.1} of {:.1} MiB ({:.0}%)",
+                        mib(sent),
+                        mib(total),
+                        sent as f64 * 100.0 / total.max(1) as f64
+                    );
+                    if sent == total {
+                        eprintln!("; the hosts are unpacking it…");
+                    }
+                }
+            }
+        });
+        let req = self
+            .builder(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, total)
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::wrap_stream(stream));
+        self.finish(req, &Method::POST, path).await
+    }
+
+    async fn finish<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let resp = req.send().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach Hearth at {}: {e}\n  is it running? start it with `hearth up`, or pass --url",

@@ -1,6 +1,7 @@
 //! `hearth vm …` and `hearth image …`: VMs through the REST API, including the streaming
 //! ones (console follow and the interactive shell, over WebSockets).
 
+use anyhow::Context;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -137,6 +138,71 @@ pub enum VmCmd {
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
     List,
+    /// Import a container image as a VM image: an OCI image layout, a directory or a tar (as
+    /// skopeo, umoci or docker save write it); its entrypoint runs at every boot
+    ImportOci {
+        /// The layout's directory or tar
+        path: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Make a VM image from a directory holding a root filesystem
+    Build {
+        #[arg(long)]
+        from_dir: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Uploads `path` (a tar, or a directory tarred first) as image `name` in `format`.
+async fn import_image(
+    client: &Client,
+    path: &std::path::Path,
+    name: &str,
+    format: &str,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let tarred;
+    let file = if path.is_dir() {
+        if !json_out {
+            eprintln!("packing {} into a tar…", path.display());
+        }
+        tarred = tempfile::NamedTempFile::new()?;
+        let mut b = tar::Builder::new(std::io::BufWriter::new(tarred.reopen()?));
+        b.follow_symlinks(false);
+        b.append_dir_all(".", path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        b.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+        tarred.path().to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let mut hash = sha2::Sha256::new();
+    std::io::copy(
+        &mut std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?,
+        &mut hash,
+    )?;
+    let sha = hex::encode(hash.finalize());
+    let image: Image = client
+        .upload(
+            &format!("/v1/images?name={}&format={format}&sha256={sha}", seg(name)),
+            &file,
+            !json_out,
+        )
+        .await?;
+    if json_out {
+        return output::json(&image);
+    }
+    println!(
+        "Imported image {} ({:.1} MiB) on {}; boot it with `hearth vm create NAME --image {}`",
+        image.name,
+        image.size_bytes as f64 / 1048576.0,
+        image.hosts.join(", "),
+        image.name
+    );
+    Ok(())
 }
 
 const HEADER: [&str; 8] = [
@@ -596,6 +662,17 @@ async fn shell(client: &Client, vm: &str) -> anyhow::Result<ExitCode> {
 
 pub async fn image(client: Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> {
     match cmd {
+        ImageCmd::ImportOci { path, name } => {
+            import_image(&client, &path, &name, "oci", json_out).await?
+        }
+        ImageCmd::Build { from_dir, name } => {
+            anyhow::ensure!(
+                from_dir.is_dir(),
+                "{} is not a directory",
+                from_dir.display()
+            );
+            import_image(&client, &from_dir, &name, "rootfs-tar", json_out).await?
+        }
         ImageCmd::List => {
             let page: Page<Image> = client.get("/v1/images").await?;
             if json_out {

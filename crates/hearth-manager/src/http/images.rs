@@ -1,0 +1,29 @@
+//! `POST /v1/images`: an upload streamed through `app::images` (listing is in `vms`).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use hearth_types::vm::{Image, ImportImage};
+use hearth_types::ErrorBody;
+
+use super::extract::{Json, Query};
+use crate::app::App;
+use crate::error::ApiResult;
+
+/// Import an image: the body is an OCI image layout (or `docker save` archive) as a tar, or
+/// a tar of a root filesystem, streamed (at most `max_image_bytes`). Every host that is up
+/// unpacks it into a root filesystem; VMs boot it with `"image": NAME`.
+#[utoipa::path(post, path = "/v1/images", tag = "images", params(ImportImage),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = Image),
+        (status = 400, description = "a bad name or format, a SHA-256 that differs, or an archive that cannot be read", body = ErrorBody),
+        (status = 409, description = "no host is up", body = ErrorBody),
+        (status = 413, description = "larger than max_image_bytes", body = ErrorBody)))]
+pub async fn import_image(
+    State(app): State<App>,
+    Query(q): Query<ImportImage>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Image>)> {
+    let image = app.import_image(q, body.into_data_stream()).await?;
+    Ok((StatusCode::CREATED, Json(image)))
+}
