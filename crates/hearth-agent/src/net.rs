@@ -171,7 +171,7 @@ impl HostNet {
             Some("ip or nft is missing: install iproute2 and nftables".to_string())
         } else if netns
             .as_ref()
-            .is_some_and(|n| !is_ifname(n) || !netns_path(n).exists())
+            .is_some_and(|n| !hearth_types::is_plain_id(n) || !netns_path(n).exists())
         {
             Some(format!("network namespace {netns:?} does not exist"))
         } else {

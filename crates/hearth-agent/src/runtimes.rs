@@ -16,8 +16,14 @@ use crate::image::{rootfs, BootImage, Images};
 
 #[derive(Clone)]
 enum State {
-    Building { message: String },
-    Failed { error: String },
+    Building {
+        message: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Built; the image is registered.
+    Done,
 }
 
 struct Build {
@@ -120,28 +126,103 @@ impl Runtimes {
                 },
             );
             let this = self.clone();
-            tokio::spawn(async move { this.run_build(rt).await });
+            let (dir, key) = (self.images_dir.clone(), name.to_string());
+            tokio::spawn(self.clone().run_build(key, move |progress| {
+                let path = rootfs::build(&dir, rt, progress)?;
+                this.register(rt, path);
+                Ok(())
+            }));
         }
-        Ok(match builds.get(name) {
-            None => status(name, "absent", "", "", 0, 0),
-            Some(b) => {
-                let ms = b.started.elapsed().as_millis() as u64;
-                match &b.state {
-                    State::Building { message } => status(name, "building", message, "", 0, ms),
-                    State::Failed { error } => status(name, "failed", "", error, 0, b.elapsed_ms),
-                }
-            }
-        })
+        Ok(state_of(name, builds.get(name)))
     }
 
-    async fn run_build(self, rt: &'static runtime::Runtime) {
+    /// The image `name`, a minimal Debian with `packages` (imported images live in `dir`):
+    /// with `start`, a build begins when it is neither built with these packages nor
+    /// building (one of that name is replaced when it is done). Without, its last build's
+    /// state, or ready when an image of that name exists.
+    pub fn image_build(
+        &self,
+        name: &str,
+        packages: Vec<String>,
+        start: bool,
+        dir: PathBuf,
+    ) -> Result<pb::RuntimeStatus, String> {
+        if crate::image::imported::reserved(name)
+            || hearth_types::vm::check_name("image", name).is_err()
+        {
+            return Err(format!("{name:?} cannot name a built image"));
+        }
+        if let Some(bad) = packages.iter().find(|p| !rootfs::is_package_name(p)) {
+            return Err(format!("{bad:?} is not a Debian package name"));
+        }
+        let key = format!("image:{name}");
+        let mut builds = self.lock();
+        let building = matches!(
+            builds.get(&key),
+            Some(Build {
+                state: State::Building { .. },
+                ..
+            })
+        );
+        let built = self.images.get(name).is_some()
+            && (!start
+                || crate::image::imported::built_with(&dir, name).as_ref() == Some(&packages));
+        let size = std::fs::metadata(dir.join(name).join("rootfs.ext4")).map_or(0, |m| m.len());
+        if !start && builds.contains_key(&key) {
+            let mut st = state_of(name, builds.get(&key));
+            if st.state == "ready" {
+                st.size_bytes = size;
+            }
+            return Ok(st);
+        }
+        if built && !building {
+            let elapsed_ms = builds.get(&key).map_or(0, |b| b.elapsed_ms);
+            return Ok(status(name, "ready", "", "", size, elapsed_ms));
+        }
+        if start && !building {
+            builds.insert(
+                key.clone(),
+                Build {
+                    state: State::Building {
+                        message: "waiting for another build".into(),
+                    },
+                    started: Instant::now(),
+                    elapsed_ms: 0,
+                },
+            );
+            let (images_dir, images, image) = (
+                self.images_dir.clone(),
+                self.images.clone(),
+                name.to_string(),
+            );
+            tokio::spawn(self.clone().run_build(key.clone(), move |progress| {
+                crate::image::imported::build_debian(
+                    &images_dir,
+                    &dir,
+                    &image,
+                    &packages,
+                    &images,
+                    progress,
+                )
+                .map(|_| ())
+            }));
+        }
+        Ok(state_of(name, builds.get(&key)))
+    }
+
+    /// Runs `job` (a blocking build) when no other build runs, recording its progress and
+    /// its end under `key`.
+    async fn run_build(
+        self,
+        key: String,
+        job: impl FnOnce(&mut dyn FnMut(&str)) -> anyhow::Result<()> + Send + 'static,
+    ) {
         let _turn = self.one_at_a_time.clone().acquire_owned().await;
-        let name = rt.name;
-        tracing::info!(runtime = name, "building a runtime image");
-        let (dir, progress) = (self.images_dir.clone(), self.clone());
+        tracing::info!(build = %key, "building an image");
+        let (progress, k) = (self.clone(), key.clone());
         let result = tokio::task::spawn_blocking(move || {
-            rootfs::build(&dir, rt, &mut |line| {
-                if let Some(b) = progress.lock().get_mut(name) {
+            job(&mut |line| {
+                if let Some(b) = progress.lock().get_mut(&k) {
                     b.state = State::Building {
                         message: line.chars().take(200).collect(),
                     };
@@ -152,20 +233,32 @@ impl Runtimes {
         .map_err(|e| anyhow::anyhow!("the build task failed: {e}"))
         .and_then(|r| r);
         let mut builds = self.lock();
-        let b = builds.get_mut(name).expect("inserted before the build");
+        let b = builds.get_mut(&key).expect("inserted before the build");
         b.elapsed_ms = b.started.elapsed().as_millis() as u64;
         match result {
-            Ok(path) => {
-                tracing::info!(runtime = name, image = %path.display(), ms = b.elapsed_ms, "runtime image built");
-                self.register(rt, path);
-                b.state = State::Building {
-                    message: "done".into(),
-                };
+            Ok(()) => {
+                tracing::info!(build = %key, ms = b.elapsed_ms, "image built");
+                b.state = State::Done;
             }
             Err(e) => {
                 let error = format!("{e:#}");
-                tracing::warn!(runtime = name, %error, "building a runtime image failed");
+                tracing::warn!(build = %key, %error, "building an image failed");
                 b.state = State::Failed { error };
+            }
+        }
+    }
+}
+
+/// What a build's record says, for `name`.
+fn state_of(name: &str, b: Option<&Build>) -> pb::RuntimeStatus {
+    match b {
+        None => status(name, "absent", "", "", 0, 0),
+        Some(b) => {
+            let ms = b.started.elapsed().as_millis() as u64;
+            match &b.state {
+                State::Building { message } => status(name, "building", message, "", 0, ms),
+                State::Failed { error } => status(name, "failed", "", error, 0, b.elapsed_ms),
+                State::Done => status(name, "ready", "", "", 0, b.elapsed_ms),
             }
         }
     }

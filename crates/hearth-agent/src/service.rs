@@ -314,6 +314,18 @@ impl Agent for AgentService {
         }))
     }
 
+    async fn build_image(
+        &self,
+        req: Request<pb::BuildImageRequest>,
+    ) -> Result<Response<pb::RuntimeStatus>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        self.runtimes
+            .image_build(&r.name, r.packages, r.start, self.imported_dir.clone())
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
+    }
+
     async fn delete_network(
         &self,
         req: Request<pb::NetworkRef>,

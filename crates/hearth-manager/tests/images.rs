@@ -296,3 +296,79 @@ async fn an_oci_image_boots_and_runs_its_entrypoint_and_bad_uploads_leave_nothin
     host.shutdown().await;
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_debian_image_builds_with_its_packages_and_boots() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    for (body, says) in [
+        (json!({"name": "Bad"}), "name"),
+        (json!({"name": "runtime-python"}), "built-in"),
+        (json!({"name": "deb", "base": "alpine"}), "debian"),
+        (
+            json!({"name": "deb", "packages": ["not a package"]}),
+            "package",
+        ),
+    ] {
+        let (s, b) = t.post("/v1/images/builds", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        let msg = b["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{msg:?} should say {says:?}");
+    }
+
+    let (s, b) = t
+        .post(
+            "/v1/images/builds",
+            json!({"name": "deb-jq", "packages": ["jq"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    let mut steps = std::collections::BTreeSet::new();
+    let build = loop {
+        let (s, b) = t.get("/v1/images/builds/deb-jq").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let h = &b["hosts"][0];
+        if let Some(m) = h["message"].as_str() {
+            steps.insert(m.to_string());
+        }
+        if h["state"] != "building" {
+            break h.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build took over 15 minutes: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(build["state"], "ready", "{build}");
+    assert!(build["size_bytes"].as_u64().unwrap() > 10 << 20, "{build}");
+    assert!(!steps.is_empty(), "the build showed no progress");
+
+    let (s, vm) = t
+        .post(
+            "/v1/vms",
+            json!({"name": "deb1", "image": "deb-jq", "disk_mib": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{vm}");
+    wait_vm(&t, "deb1", "running").await;
+    assert!(sh(&t, "deb1", "jq --version").await.starts_with("jq-1."));
+    assert!(sh(&t, "deb1", "cat /etc/debian_version")
+        .await
+        .starts_with("12"));
+    assert_eq!(t.delete("/v1/vms/deb1").await, StatusCode::NO_CONTENT);
+
+    // The same recipe again is ready at once.
+    let (s, b) = t
+        .post(
+            "/v1/images/builds",
+            json!({"name": "deb-jq", "packages": ["jq"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["hosts"][0]["state"], "ready", "{b}");
+
+    host.shutdown().await;
+    t.shutdown().await;
+}

@@ -51,6 +51,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("DELETE", "/v1/snapshots/{id}", "operator"),
     ("POST", "/v1/snapshots/{id}/restore", "operator"),
     ("POST", "/v1/images", "operator"),
+    ("POST", "/v1/images/builds", "operator"),
+    ("GET", "/v1/images/builds/{name}", "viewer"),
     ("GET", "/v1/networks", "viewer"),
     ("POST", "/v1/networks", "admin"),
     ("GET", "/v1/networks/{id}", "viewer"),

@@ -316,6 +316,28 @@ pub struct Image {
     pub hosts: Vec<String>,
 }
 
+/// `POST /v1/images/builds`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImage {
+    /// The image's name: 1–63 lowercase letters, digits and dashes (not `default` or
+    /// `runtime-…`). An image of that name is replaced when the build is done.
+    pub name: String,
+    /// `debian` (the default and, for now, the only base): a minimal Debian bookworm.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// Debian packages to add (at most 64), e.g. `["python3", "curl"]`.
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+/// An image build's state on each host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageBuild {
+    pub name: String,
+    pub hosts: Vec<crate::function::RuntimeHost>,
+}
+
 /// `POST /v1/images`: the body is the image's bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -494,6 +494,56 @@ fn cli_runs_a_vm_from_create_to_delete() {
     let out = env.run(&["snapshot", "get", "cs1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
+    // Port forwards need a network, and the error says so.
+    let out = env.run(&["vm", "port-forward", "cli1", "18099:80"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a network"));
+
+    // Networks through the CLI (this host may not manage them: VMs on one get user-mode
+    // networking, which the VM says).
+    let net = env.json(&["network", "create", "lan", "--cidr", "10.61.0.0/24"]);
+    assert_eq!(net["gateway"], "10.61.0.1", "{net}");
+    assert!(env.ok(&["network", "list"]).contains("10.61.0.0/24"));
+    let out = env.run(&["network", "create", "lan2", "--cidr", "10.61.0.128/25"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlaps network lan"));
+    env.ok(&["network", "delete", "lan"]);
+
+    // An image from a directory holding a root filesystem: tarred, uploaded, booted.
+    let tree = root.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(tree.join("hello"), "from a directory\n").unwrap();
+    let img = env.json(&[
+        "image",
+        "build",
+        "--from-dir",
+        tree.to_str().unwrap(),
+        "--name",
+        "tree",
+    ]);
+    assert_eq!(img["kind"], "rootfs", "{img}");
+    let vm = env.json(&[
+        "vm",
+        "create",
+        "cli3",
+        "--image",
+        "tree",
+        "--disk",
+        "0",
+        "--wait",
+        "--timeout",
+        "150",
+    ]);
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(
+        env.ok(&["vm", "exec", "cli3", "--", "cat", "/hello"]),
+        "from a directory\n"
+    );
+    env.ok(&["vm", "delete", "cli3"]);
+
     // A VM that is not running says so.
     let stopped = env.json(&["vm", "stop", "cli1"]);
     assert_eq!(stopped["state"], "stopped");

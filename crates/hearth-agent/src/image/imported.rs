@@ -16,13 +16,24 @@ use super::{BootImage, Images};
 #[derive(Serialize, Deserialize)]
 struct Meta {
     run: ImageRun,
-    /// The upload's SHA-256.
+    /// The upload's SHA-256 (an import).
+    #[serde(default)]
     sha256: String,
+    /// The Debian packages it was built with (a build).
+    #[serde(default)]
+    packages: Option<Vec<String>>,
 }
 
-/// Names an import may not take: the built-in images'.
+/// Names an import or a build may not take: the built-in images'.
 pub fn reserved(name: &str) -> bool {
     name == "default" || name.starts_with("runtime-")
+}
+
+fn check(name: &str) -> anyhow::Result<()> {
+    if reserved(name) || hearth_types::vm::check_name("image", name).is_err() {
+        bail!("{name:?} cannot name an image: use lowercase letters, digits and dashes, not default or runtime-…");
+    }
+    Ok(())
 }
 
 /// Unpacks `upload` into an ext4 root filesystem named `name` (replacing an older one of
@@ -35,9 +46,56 @@ pub fn import(
     dir: &Path,
     images: &Images,
 ) -> anyhow::Result<BootImage> {
-    if reserved(name) || hearth_types::vm::check_name("image", name).is_err() {
-        bail!("{name:?} cannot name an imported image: use lowercase letters, digits and dashes, not default or runtime-…");
-    }
+    check(name)?;
+    install(dir, name, images, &mut |_| {}, |work, tree, _| {
+        let run = oci::unpack(upload, format, &work.join("scratch"), tree)?;
+        Ok(Meta {
+            run,
+            sha256: sha256.to_string(),
+            packages: None,
+        })
+    })
+}
+
+/// The packages an image of this name was built with, if it was built.
+pub fn built_with(dir: &Path, name: &str) -> Option<Vec<String>> {
+    let meta: Meta =
+        serde_json::from_slice(&std::fs::read(dir.join(name).join("image.json")).ok()?).ok()?;
+    meta.packages
+}
+
+/// Builds a minimal Debian with `packages` as the image `name` (see
+/// [`super::rootfs::debootstrap`]). Blocking.
+pub fn build_debian(
+    images_dir: &Path,
+    dir: &Path,
+    name: &str,
+    packages: &[String],
+    images: &Images,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<BootImage> {
+    check(name)?;
+    let _lock = super::rootfs::lock_builds(images_dir, progress)?;
+    install(dir, name, images, progress, |_, tree, progress| {
+        let list: Vec<&str> = packages.iter().map(String::as_str).collect();
+        super::rootfs::debootstrap(images_dir, tree, &list, progress)?;
+        Ok(Meta {
+            run: ImageRun::default(),
+            sha256: String::new(),
+            packages: Some(packages.to_vec()),
+        })
+    })
+}
+
+/// Makes the image `name`: `fill` puts a root filesystem in the tree it is given (with a
+/// work dir beside it), then it is packed and renamed into place, replacing an older one.
+fn install(
+    dir: &Path,
+    name: &str,
+    images: &Images,
+    progress: &mut dyn FnMut(&str),
+    fill: impl FnOnce(&Path, &Path, &mut dyn FnMut(&str)) -> anyhow::Result<Meta>,
+) -> anyhow::Result<BootImage> {
     let base = images
         .get("default")
         .context("this host has no default image to boot an imported one with")?;
@@ -45,22 +103,15 @@ pub fn import(
     let res = (|| {
         std::fs::create_dir_all(&work)?;
         let tree = work.join("root");
-        let run = oci::unpack(upload, format, &work.join("scratch"), &tree)?;
+        std::fs::create_dir_all(&tree)?;
+        let meta = fill(&work, &tree, &mut *progress)?;
         // The guest moves its own mounts here when it switches root.
         for d in ["proc", "sys", "dev", "run", "tmp", "root"] {
             std::fs::create_dir_all(tree.join(d))?;
         }
         let image = work.join("out");
         std::fs::create_dir_all(&image)?;
-        super::rootfs::pack_ext4(
-            &tree,
-            &image.join("rootfs.ext4"),
-            &mut |line| tracing::info!(image = %name, "{line}"),
-        )?;
-        let meta = Meta {
-            run,
-            sha256: sha256.to_string(),
-        };
+        super::rootfs::pack_ext4(&tree, &image.join("rootfs.ext4"), progress)?;
         std::fs::write(image.join("image.json"), serde_json::to_vec_pretty(&meta)?)?;
         let target = dir.join(name);
         let old = dir.join(format!(".old-{name}-{}", hearth_types::short_suffix()));
@@ -79,6 +130,7 @@ pub fn import(
         ..base
     };
     images.insert(name, image.clone());
+    progress("done");
     Ok(image)
 }
 

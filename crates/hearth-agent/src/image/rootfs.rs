@@ -98,47 +98,75 @@ pub fn build(
 ) -> anyhow::Result<PathBuf> {
     let image = image_path(images_dir, rt)?;
     let dir = image.parent().expect("under runtimes/").to_path_buf();
-    std::fs::create_dir_all(&dir)?;
-    let lock = std::fs::File::create(dir.join("build.lock"))?;
-    progress("waiting for other builds in this images directory");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking the images directory: {e}"))?;
+    let _lock = lock_builds(images_dir, progress)?;
     if image.is_file() {
         return Ok(image);
     }
+    let work = dir.join(format!(".build-{}-{}", rt.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let result = build_in(images_dir, &work, &image, rt, progress);
+    let _ = std::fs::remove_dir_all(&work);
+    result.map(|()| image)
+}
+
+/// Takes the images directory's build lock (held until dropped): builds share one package
+/// cache, which has one writer.
+pub fn lock_builds(
+    images_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = images_dir.join("runtimes");
+    std::fs::create_dir_all(&dir)?;
+    let lock = std::fs::File::create(dir.join("build.lock"))?;
+    progress("waiting for other builds in this images directory");
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking the images directory: {e}"))
+}
+
+/// Whether `p` can be a Debian package name.
+pub fn is_package_name(p: &str) -> bool {
+    (2..=64).contains(&p.len())
+        && p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+/// A minimal Debian with `packages` in `root` (`debootstrap --variant=minbase`), its apt
+/// caches and documentation trimmed. Call with the build lock held.
+pub fn debootstrap(
+    images_dir: &Path,
+    root: &Path,
+    packages: &[&str],
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
     for tool in ["debootstrap", "mkfs.ext4"] {
         if which(tool).is_none() {
             bail!("{tool} is missing: install debootstrap and e2fsprogs (scripts/setup.sh does)");
         }
     }
-    let work = dir.join(format!(".build-{}-{}", rt.name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let result = build_in(&work, &image, rt, progress);
-    let _ = std::fs::remove_dir_all(&work);
-    result.map(|()| image)
-}
-
-fn build_in(
-    work: &Path,
-    image: &Path,
-    rt: &Runtime,
-    progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<()> {
-    let root = work.join("root");
-    let cache = image.parent().expect("dir").join("debs");
-    std::fs::create_dir_all(&root)?;
+    if let Some(bad) = packages.iter().find(|p| !is_package_name(p)) {
+        bail!("{bad:?} is not a Debian package name");
+    }
+    let cache = images_dir.join("runtimes").join("debs");
+    std::fs::create_dir_all(root)?;
     std::fs::create_dir_all(&cache)?;
     let mirror = debian_mirror();
     progress(&format!(
         "debootstrap {SUITE} with {} from {mirror}",
-        rt.packages.join(", ")
+        if packages.is_empty() {
+            "no extra packages".to_string()
+        } else {
+            packages.join(", ")
+        }
     ));
     let mut cmd = Command::new(which("debootstrap").expect("checked"));
-    cmd.arg("--variant=minbase")
-        .arg(format!("--include={}", rt.packages.join(",")))
-        .arg(format!("--cache-dir={}", cache.display()))
+    cmd.arg("--variant=minbase");
+    if !packages.is_empty() {
+        cmd.arg(format!("--include={}", packages.join(",")));
+    }
+    cmd.arg(format!("--cache-dir={}", cache.display()))
         .arg(SUITE)
-        .arg(&root)
+        .arg(root)
         .arg(&mirror);
     run_with_progress(cmd, progress).context("debootstrap failed")?;
 
@@ -155,12 +183,24 @@ fn build_in(
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p)?;
     }
+    std::fs::write(root.join("etc/hostname"), "hearth\n")?;
+    Ok(())
+}
+
+fn build_in(
+    images_dir: &Path,
+    work: &Path,
+    image: &Path,
+    rt: &Runtime,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<()> {
+    let root = work.join("root");
+    debootstrap(images_dir, &root, rt.packages, progress)?;
     std::fs::create_dir_all(root.join("opt/hearth"))?;
     if let Some((file, source)) = shim(rt.name) {
         std::fs::write(root.join("opt/hearth").join(file), source)?;
     }
     std::fs::create_dir_all(root.join("code"))?;
-    std::fs::write(root.join("etc/hostname"), "hearth\n")?;
 
     let tmp = work.join("image.ext4");
     pack_ext4(&root, &tmp, progress)?;

@@ -1,12 +1,15 @@
-//! Image uploads: the body is streamed to a file under the data dir (bounded, hashed as it
-//! comes), then streamed to every host that is up, whose agent unpacks it into a root
-//! filesystem. Nothing is kept when any step fails; the file goes either way.
+//! Images users add. Uploads: the body is streamed to a file under the data dir (bounded,
+//! hashed as it comes), then streamed to every host that is up, whose agent unpacks it into
+//! a root filesystem; nothing is kept when any step fails, and the file goes either way.
+//! Builds: every host that is up builds a minimal Debian with the packages asked for, in
+//! the background; their progress is asked for with the same call.
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
 use hearth_agent_api::pb;
+use hearth_types::function::RuntimeHost;
 use hearth_types::host::HostStatus;
-use hearth_types::vm::{check_name, Image, ImportImage};
+use hearth_types::vm::{check_name, BuildImage, Image, ImageBuild, ImportImage};
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -160,5 +163,93 @@ impl App {
         let res = agent.rpc().import_image(req).await;
         reader.abort();
         Ok(res?.into_inner())
+    }
+}
+
+const MAX_PACKAGES: usize = 64;
+
+impl App {
+    /// Starts building a Debian image on every host that is up (each builds its own; a
+    /// host that has it with these packages says ready at once).
+    pub async fn build_image(&self, req: BuildImage) -> ApiResult<ImageBuild> {
+        check_name("image", &req.name).map_err(ApiError::BadRequest)?;
+        if req.name == super::vms::DEFAULT_IMAGE || req.name.starts_with("runtime-") {
+            return Err(ApiError::bad_request(format!(
+                "{:?} is a built-in image's name; pick another",
+                req.name
+            )));
+        }
+        match req.base.as_deref() {
+            None | Some("debian") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "base must be debian, got {other:?}"
+                )))
+            }
+        }
+        if req.packages.len() > MAX_PACKAGES {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_PACKAGES} packages"
+            )));
+        }
+        self.image_build_on_hosts(&req.name, req.packages, true)
+            .await
+    }
+
+    /// A build's state on every host that is up.
+    pub async fn image_build(&self, name: &str) -> ApiResult<ImageBuild> {
+        self.image_build_on_hosts(name, Vec::new(), false).await
+    }
+
+    async fn image_build_on_hosts(
+        &self,
+        name: &str,
+        packages: Vec<String>,
+        start: bool,
+    ) -> ApiResult<ImageBuild> {
+        let hosts: Vec<_> = self
+            .hosts_for_placement()
+            .await?
+            .into_iter()
+            .filter(|h| h.status == HostStatus::Up)
+            .collect();
+        if hosts.is_empty() {
+            return Err(ApiError::Conflict(
+                "no host is up to build on: start an agent".into(),
+            ));
+        }
+        let asks = hosts.iter().map(|h| {
+            let packages = packages.clone();
+            async move {
+                let agent = self.host_client(&h.id).await?;
+                let st = agent
+                    .rpc()
+                    .build_image(agent.request(pb::BuildImageRequest {
+                        name: name.into(),
+                        packages,
+                        start,
+                    }))
+                    .await?
+                    .into_inner();
+                Ok::<_, ApiError>(RuntimeHost {
+                    host_id: h.id.clone(),
+                    host: h.name.clone(),
+                    state: st.state,
+                    message: (!st.message.is_empty()).then_some(st.message),
+                    error: (!st.error.is_empty()).then_some(st.error),
+                    size_bytes: st.size_bytes,
+                    elapsed_ms: st.elapsed_ms,
+                })
+            }
+        });
+        let mut out = Vec::new();
+        for r in futures_util::future::join_all(asks).await {
+            // A bad name or package is the same answer from every host: say it.
+            out.push(r?);
+        }
+        Ok(ImageBuild {
+            name: name.into(),
+            hosts: out,
+        })
     }
 }

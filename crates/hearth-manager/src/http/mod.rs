@@ -103,6 +103,8 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(vms::shell_vm))
         .routes(routes!(vms::metrics_vm))
         .routes(routes!(vms::list_images, images::import_image))
+        .routes(routes!(images::build_image))
+        .routes(routes!(images::get_image_build))
         .routes(routes!(snapshots::create_snapshot))
         .routes(routes!(snapshots::list_snapshots))
         .routes(routes!(snapshots::get_snapshot, snapshots::delete_snapshot))

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use futures_util::{SinkExt, StreamExt};
 use hearth_types::api::Page;
-use hearth_types::vm::{ExecResult, Image, Vm, VmMetrics};
+use hearth_types::vm::{ExecResult, Image, ImageBuild, Vm, VmMetrics};
 use serde_json::json;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -146,13 +147,89 @@ pub enum ImageCmd {
         #[arg(long)]
         name: String,
     },
-    /// Make a VM image from a directory holding a root filesystem
-    Build {
-        #[arg(long)]
-        from_dir: std::path::PathBuf,
-        #[arg(long)]
+    /// An image build's state on each host
+    BuildStatus {
         name: String,
     },
+    /// Build a VM image: `debian` (a minimal Debian with --packages, on every host), or
+    /// --from-dir DIR (a directory holding a root filesystem)
+    Build {
+        /// debian
+        base: Option<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        from_dir: Option<std::path::PathBuf>,
+        /// Debian packages to add, comma-separated (python3,curl)
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Return once the build has started
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the build, in seconds
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
+}
+
+/// Starts a Debian image build and (with `wait`) shows each host's progress until it ends.
+async fn build_debian(
+    client: &Client,
+    name: &str,
+    packages: &[String],
+    wait: bool,
+    timeout_s: u64,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let mut b: ImageBuild = client
+        .post(
+            "/v1/images/builds",
+            json!({"name": name, "base": "debian", "packages": packages}),
+        )
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_s);
+    let mut shown = std::collections::HashMap::new();
+    while wait && b.hosts.iter().any(|h| h.state == "building") {
+        for h in &b.hosts {
+            let line = h.message.clone().unwrap_or_default();
+            if !json_out && !line.is_empty() && shown.get(&h.host) != Some(&line) {
+                eprintln!("{}: {line}", h.host);
+                shown.insert(h.host.clone(), line);
+            }
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the build of {name} is still running after {timeout_s} s; see `hearth image build-status {name}`"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b = client
+            .get(&format!("/v1/images/builds/{}", seg(name)))
+            .await?;
+    }
+    if json_out {
+        return output::json(&b);
+    }
+    for h in &b.hosts {
+        match h.state.as_str() {
+            "ready" => println!(
+                "{}: image {name} ready ({:.1} MiB, {:.0} s)",
+                h.host,
+                h.size_bytes as f64 / 1048576.0,
+                h.elapsed_ms as f64 / 1000.0
+            ),
+            "failed" => eprintln!(
+                "{}: the build failed: {}",
+                h.host,
+                h.error.as_deref().unwrap_or("no reason given")
+            ),
+            other => println!("{}: {other}", h.host),
+        }
+    }
+    anyhow::ensure!(
+        !b.hosts.iter().any(|h| h.state == "failed"),
+        "the build of {name} failed"
+    );
+    Ok(())
 }
 
 /// Uploads `path` (a tar, or a directory tarred first) as image `name` in `format`.
@@ -662,17 +739,50 @@ async fn shell(client: &Client, vm: &str) -> anyhow::Result<ExitCode> {
 
 pub async fn image(client: Client, cmd: ImageCmd, json_out: bool) -> anyhow::Result<()> {
     match cmd {
+        ImageCmd::BuildStatus { name } => {
+            let b: ImageBuild = client
+                .get(&format!("/v1/images/builds/{}", seg(&name)))
+                .await?;
+            if json_out {
+                return output::json(&b);
+            }
+            table(
+                &["host", "state", "step", "error", "size", "time"],
+                b.hosts.iter().map(|h| {
+                    vec![
+                        h.host.clone(),
+                        h.state.clone(),
+                        h.message.clone().unwrap_or_else(|| "-".into()),
+                        h.error.clone().unwrap_or_else(|| "-".into()),
+                        format!("{:.1} MiB", h.size_bytes as f64 / 1048576.0),
+                        format!("{:.0} s", h.elapsed_ms as f64 / 1000.0),
+                    ]
+                }),
+            );
+        }
         ImageCmd::ImportOci { path, name } => {
             import_image(&client, &path, &name, "oci", json_out).await?
         }
-        ImageCmd::Build { from_dir, name } => {
-            anyhow::ensure!(
-                from_dir.is_dir(),
-                "{} is not a directory",
-                from_dir.display()
-            );
-            import_image(&client, &from_dir, &name, "rootfs-tar", json_out).await?
-        }
+        ImageCmd::Build {
+            base,
+            name,
+            from_dir,
+            packages,
+            no_wait,
+            timeout,
+        } => match (base.as_deref(), from_dir) {
+            (None, Some(dir)) if packages.is_empty() => {
+                anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+                import_image(&client, &dir, &name, "rootfs-tar", json_out).await?
+            }
+            (Some("debian"), None) => {
+                build_debian(&client, &name, &packages, !no_wait, timeout, json_out).await?
+            }
+            _ => anyhow::bail!(
+                "use `hearth image build debian --name N [--packages a,b]` or \
+                 `hearth image build --from-dir DIR --name N`"
+            ),
+        },
         ImageCmd::List => {
             let page: Page<Image> = client.get("/v1/images").await?;
             if json_out {
