@@ -81,12 +81,28 @@ pub enum Request {
         entropy: String,
         /// The host's wall clock, in ms since the Unix epoch.
         now_ms: i64,
+        /// The clone's own NIC settings on a managed network (the saved ones belong to the
+        /// VM the snapshot was taken of).
+        #[serde(default)]
+        net: Option<NetConfig>,
     },
     /// Powers the guest off (or reboots it) after syncing disks.
     Shutdown {
         #[serde(default)]
         reboot: bool,
     },
+}
+
+/// A NIC's settings, as a restored clone takes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    pub mac: String,
+    /// With its prefix, e.g. `10.88.0.7/16`.
+    pub address: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 /// The line a persistent worker writes to stderr after each call, so the guest knows where

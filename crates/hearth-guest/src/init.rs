@@ -102,6 +102,9 @@ pub fn as_pid1() {
     }
     let rootfs = arg("hearth.rootfs=");
     let disk = arg("hearth.disk=");
+    if address.is_some() {
+        keep_busybox();
+    }
     if rootfs.is_some() || disk.is_some() {
         match switch_root(rootfs.as_deref(), disk.as_deref()) {
             Ok(what) => crate::log(&format!("root filesystem: {what}")),
@@ -130,10 +133,30 @@ pub fn as_pid1() {
 
 /// Runs the initramfs's busybox `ip` (at /sbin/ip) with `args`; whether it succeeded.
 fn ip(args: &[&str]) -> bool {
-    std::process::Command::new("/sbin/ip")
+    // After the switch to a root filesystem without `ip`, the initramfs's busybox is kept
+    // in /run (see `keep_busybox`).
+    let (program, lead): (&str, &[&str]) = if std::path::Path::new(KEPT_BUSYBOX).exists() {
+        (KEPT_BUSYBOX, &["ip"])
+    } else {
+        ("/sbin/ip", &[])
+    };
+    std::process::Command::new(program)
+        .args(lead)
         .args(args)
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Where the initramfs's busybox is kept across the switch to another root.
+const KEPT_BUSYBOX: &str = "/run/hearth/busybox";
+
+/// Copies the initramfs's busybox to /run (which moves into the new root), so the guest
+/// can still configure its NIC after switching to a root filesystem that has no `ip`.
+fn keep_busybox() {
+    let _ = std::fs::create_dir_all("/run/hearth");
+    if let Err(e) = std::fs::copy("/bin/busybox", KEPT_BUSYBOX) {
+        crate::log(&format!("keeping busybox: {e}"));
+    }
 }
 
 /// The block device whose virtio serial number is `serial`, waiting (bounded) for it.
@@ -215,9 +238,36 @@ fn switch_root(rootfs: Option<&str>, disk: Option<&str>) -> Result<String, Strin
 
 /// Takes on a restored clone's identity: its hostname, fresh randomness, the current time.
 /// Each restore is counted in `/run/hearth/restored` ("COUNT HOSTNAME").
-pub fn restored(hostname: &str, entropy: &[u8], now_ms: i64) -> Result<(), String> {
+pub fn restored(
+    hostname: &str,
+    entropy: &[u8],
+    now_ms: i64,
+    net: Option<&hearth_guest_proto::msg::NetConfig>,
+) -> Result<(), String> {
     use std::io::Write;
     nix::unistd::sethostname(hostname).map_err(|e| format!("sethostname: {e}"))?;
+    if let Some(n) = net {
+        // The clone's own MAC and address, replacing the saved VM's.
+        let mut steps = vec![
+            vec!["link", "set", "eth0", "down"],
+            vec!["link", "set", "eth0", "address", n.mac.as_str()],
+            vec!["addr", "flush", "dev", "eth0"],
+            vec!["link", "set", "eth0", "up"],
+            vec!["addr", "add", n.address.as_str(), "dev", "eth0"],
+        ];
+        if let Some(gw) = &n.gateway {
+            steps.push(vec!["route", "add", "default", "via", gw.as_str()]);
+        }
+        for args in steps {
+            if !ip(&args) {
+                return Err(format!("network: ip {} failed", args.join(" ")));
+            }
+        }
+        if !n.dns.is_empty() {
+            let conf: String = n.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+            let _ = std::fs::write("/etc/resolv.conf", conf);
+        }
+    }
     let mut rng = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/urandom")

@@ -263,8 +263,9 @@ fn handle(stream: u32, req: Request, ctl: Receiver<Ctl>, out: &Out, started: Ins
             hostname,
             entropy,
             now_ms,
+            net,
         } => match b64.decode(entropy.as_bytes()) {
-            Ok(entropy) => match crate::init::restored(&hostname, &entropy, now_ms) {
+            Ok(entropy) => match crate::init::restored(&hostname, &entropy, now_ms, net.as_ref()) {
                 Ok(()) => Response::Ok,
                 Err(message) => Response::Error { message },
             },

@@ -275,6 +275,29 @@ async fn networks_end_to_end(db: common::Db) {
     let e = post_ok(&t, "/v1/vms", json!({"name": "e", "start": false})).await;
     assert_eq!(e["ip"], "10.88.0.2");
 
+    // A clone restored from a snapshot takes an address and a MAC of its own, and both
+    // it and the original answer.
+    let snap = post_ok(&t, "/v1/vms/b/snapshots", json!({"name": "b-snap"})).await;
+    let clone = post_ok(
+        &t,
+        &format!("/v1/snapshots/{}/restore", snap["id"].as_str().unwrap()),
+        json!({"name": "b2"}),
+    )
+    .await;
+    assert_eq!(clone["ip"], "10.88.0.5", "{clone}");
+    assert_ne!(clone["mac"], b["mac"], "{clone}");
+    wait_vm(&t, "b2", "running").await;
+    let addr = sh(&t, "b2", "ip -4 addr show eth0; ip link show eth0").await;
+    assert!(
+        addr.contains("10.88.0.5/16") && !addr.contains("10.88.0.3/"),
+        "{addr}"
+    );
+    assert!(addr.contains(clone["mac"].as_str().unwrap()), "{addr}");
+    assert!(pings(&t, "b2", "10.88.0.3").await, "clone → original");
+    assert!(pings(&t, "b", "10.88.0.5").await, "original → clone");
+    assert!(pings(&t, "b2", "192.168.250.2").await, "clone → outside");
+    assert_eq!(t.delete("/v1/vms/b2").await, StatusCode::NO_CONTENT);
+
     // A network with VMs on it stays; without, it goes, bridge and all.
     let (s, body) = t
         .call(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hearth_agent_api::pb;
 use hearth_guest_proto::client::GuestClient;
-use hearth_guest_proto::msg::Request;
+use hearth_guest_proto::msg::{NetConfig, Request};
 use hearth_types::vm::VmState;
 use hearth_vmm::{Accel, VmConfig, VmControl};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -244,8 +244,13 @@ pub(super) fn spawn(
     }
 }
 
-/// Tells a restored guest its new identity: hostname, fresh entropy and the time.
-async fn tell_restored(client: &GuestClient, hostname: String) -> Result<(), String> {
+/// Tells a restored guest its new identity: hostname, fresh entropy, the time, and on a
+/// managed network its own MAC and address.
+async fn tell_restored(
+    client: &GuestClient,
+    hostname: String,
+    net: Option<NetConfig>,
+) -> Result<(), String> {
     use base64::Engine;
     let mut entropy = [0u8; 64];
     rand::fill(&mut entropy[..]);
@@ -253,6 +258,7 @@ async fn tell_restored(client: &GuestClient, hostname: String) -> Result<(), Str
         hostname,
         entropy: base64::engine::general_purpose::STANDARD.encode(entropy),
         now_ms: now_ms(),
+        net,
     };
     match tokio::time::timeout(Duration::from_secs(10), client.call(&req)).await {
         Ok(Ok(hearth_guest_proto::msg::Response::Ok)) => Ok(()),
@@ -573,6 +579,16 @@ impl Owner {
         self.boot = Some(rx);
         let timeout = self.host.boot_timeout;
         let hostname = self.spec.name.clone();
+        let net = self
+            .config
+            .as_ref()
+            .and_then(|c| c.tap.as_ref())
+            .map(|t| NetConfig {
+                mac: t.mac.clone(),
+                address: t.address.clone(),
+                gateway: t.gateway.clone(),
+                dns: t.dns.clone(),
+            });
         tokio::spawn(async move {
             let res = async {
                 let io = control.guest_stream().await.map_err(|e| e.to_string())?;
@@ -580,7 +596,7 @@ impl Owner {
                     .await
                     .map_err(|e| e.to_string())?;
                 if restored {
-                    tell_restored(&client, hostname).await?;
+                    tell_restored(&client, hostname, net).await?;
                 }
                 Ok(client)
             }

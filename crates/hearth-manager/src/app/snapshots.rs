@@ -188,29 +188,31 @@ impl App {
                 "a VM named {name:?} already exists; pick another name with --name"
             )));
         }
-        if !matches!(s.network.as_str(), "none" | "user") {
-            // The saved guest has its address configured; a clone would claim it too.
-            return Err(ApiError::Conflict(format!(
-                "snapshot {} is of a VM on managed network {}: it can be restored in place, \
-                 not as a new VM (yet)",
-                s.name, s.network
-            )));
-        }
+
         // The files are on the snapshot's host: the clone runs there or nowhere.
         let host = self
             .place(Some(&s.host_id), &s.image, s.vcpus, s.memory_mib)
             .await?;
-        let record = new_record(
+        // The same network, with an address and a MAC of its own (the restored guest is
+        // told them); no forwards: their host ports belong to the original.
+        let network = self.attachment(Some(&s.network), None, &[], &host).await?;
+        if network.network != s.network && network.network_id.is_none() {
+            return Err(ApiError::Conflict(format!(
+                "snapshot {} is of a VM on managed network {}, and host {} may not manage \
+                 networks now",
+                s.name, s.network, host.name
+            )));
+        }
+        let mut record = new_record(
             name,
             &host.id,
             s.image.clone(),
             (s.vcpus, s.memory_mib, s.disk_mib),
-            // Same kind of network; no forwards (their host ports belong to the original).
-            (super::networks::Attachment::plain(&s.network), &[]),
+            (network, &[]),
             true,
             function_id,
         );
-        self.store().insert_vm(&record).await?;
+        self.insert_vm_with_address(&mut record).await?;
         if let Err(e) = self.restore_on_agent(&record, &s.id).await {
             // The agent leaves nothing behind when it refuses; neither do we.
             let _ = self.store().delete_vm(&record.id).await;
