@@ -106,7 +106,37 @@ async fn volumes_move_data_between_vms_grow_and_refuse_misuse() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    restart(&t, "vb").await;
+    // The VM's own disk grows too: only while it is stopped, and never shrinks.
+    let grow = |mib: u64| {
+        t.call(
+            Method::PATCH,
+            "/v1/vms/vb",
+            Some(&t.admin_token),
+            Some(json!({ "disk_mib": mib })),
+        )
+    };
+    let (s, b) = grow(2048).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    let (s, b) = t.post("/v1/vms/vb/stop?force=true", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait_vm(&t, "vb", "stopped").await;
+    let (s, b) = grow(512).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, b) = grow(2048).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["disk_mib"], 2048);
+    let (s, b) = t.post("/v1/vms/vb/start", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    wait_vm(&t, "vb", "running").await;
+    let root_mib: u64 = sh(&t, "vb", "df -m / | tail -1 | awk '{print $2}'")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        root_mib > 1800,
+        "{root_mib} MiB after growing the disk to 2048"
+    );
     let kib: u64 = sh(&t, "vb", "df -k /volumes/data | tail -1 | awk '{print $2}'")
         .await
         .trim()

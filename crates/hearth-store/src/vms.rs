@@ -201,6 +201,17 @@ impl Store {
         rows.iter().map(vm).collect()
     }
 
+    /// Changes the size of a VM's own disk.
+    pub async fn update_vm_disk(&self, id: &str, disk_mib: u64) -> Result<()> {
+        sqlx::query("UPDATE vms SET disk_mib = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(disk_mib as i64)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Replaces a VM's port forwards (a JSON list).
     pub async fn update_vm_ports(&self, id: &str, ports: &str) -> Result<()> {
         sqlx::query("UPDATE vms SET ports = $2, updated_at = $3 WHERE id = $1")

@@ -220,13 +220,15 @@ impl Protocol {
     }
 }
 
-/// `PATCH /v1/vms/{id}`: size changes apply at the next start.
+/// `PATCH /v1/vms/{id}`: size changes need the VM stopped and apply at its next start.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVm {
     pub name: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// Grows the VM's own disk (never shrinks it; a VM created without one keeps none).
+    pub disk_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

@@ -185,7 +185,7 @@ pub async fn grow_disk(path: &Path, mib: u64) -> Result<(), VmError> {
             .arg("-f")
             .arg(path)
             .arg(format!("{mib}M")),
-        "growing the volume (resize2fs)",
+        "growing the disk (resize2fs)",
     )
     .await
 }

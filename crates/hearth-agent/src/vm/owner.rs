@@ -472,6 +472,7 @@ impl Owner {
         self.spec = spec;
         if let Some(disk) = &config.disk {
             files::ensure_disk(disk, self.spec.disk_mib).await?;
+            files::grow_disk(disk, self.spec.disk_mib).await?;
         }
         for (v, disk) in self.spec.volumes.iter().zip(&config.volumes) {
             files::ensure_disk(&disk.path, v.size_mib).await?;

@@ -455,17 +455,31 @@ impl App {
         let vcpus = req.vcpus.unwrap_or(v.vcpus);
         let memory_mib = req.memory_mib.unwrap_or(v.memory_mib);
         check_size(vcpus, memory_mib)?;
+        let disk_mib = req.disk_mib.unwrap_or(v.disk_mib);
+        if disk_mib != v.disk_mib {
+            check_disk(disk_mib)?;
+            if v.disk_mib == 0 || disk_mib < v.disk_mib {
+                return Err(ApiError::bad_request(format!(
+                    "disk_mib can only grow a VM's disk ({} MiB now{})",
+                    v.disk_mib,
+                    if v.disk_mib == 0 { ": it has none" } else { "" }
+                )));
+            }
+        }
         let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
-        let resized = vcpus != v.vcpus || memory_mib != v.memory_mib;
+        let resized = vcpus != v.vcpus || memory_mib != v.memory_mib || disk_mib != v.disk_mib;
         if resized && !matches!(state, VmState::Stopped | VmState::Failed) {
             return Err(ApiError::Conflict(format!(
-                "VM {} is {state}: stop it before changing its vCPUs or memory",
+                "VM {} is {state}: stop it before changing its vCPUs, memory or disk",
                 v.name
             )));
         }
         self.store()
             .update_vm_spec(&v.id, &name, vcpus, memory_mib, &v.desired_state)
             .await?;
+        if disk_mib != v.disk_mib {
+            self.store().update_vm_disk(&v.id, disk_mib).await?;
+        }
         self.vm(&v.id).await
     }
 

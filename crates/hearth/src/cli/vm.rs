@@ -79,6 +79,20 @@ pub enum VmCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Rename a VM, or (stopped) change its vCPUs or memory, or grow its disk
+    Update {
+        vm: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Memory in MiB
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Its own disk's new size in MiB (it only grows)
+        #[arg(long)]
+        disk: Option<u64>,
+    },
     /// Freeze a running VM (its memory stays; nothing runs until resume)
     Pause {
         vm: String,
@@ -497,6 +511,21 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             if w {
                 v = wait(&client, &v.id, "running", 120).await?;
             }
+            show(&v, json_out)?;
+        }
+        VmCmd::Update {
+            vm,
+            name,
+            vcpus,
+            memory,
+            disk,
+        } => {
+            let v: Vm = client
+                .patch(
+                    &format!("/v1/vms/{}", seg(&vm)),
+                    json!({"name": name, "vcpus": vcpus, "memory_mib": memory, "disk_mib": disk}),
+                )
+                .await?;
             show(&v, json_out)?;
         }
         VmCmd::Pause { vm } => {
