@@ -102,21 +102,30 @@ async fn stop_raw(vm: hearth_vmm::Launched) {
 
 async fn api_boot(api: &Api, name: &str) -> anyhow::Result<(Duration, String)> {
     let t0 = Instant::now();
+    let vm = create_running(
+        api,
+        json!({"name": name, "memory_mib": 256, "network": "none"}),
+    )
+    .await?;
+    Ok((
+        t0.elapsed(),
+        vm["id"].as_str().context("vm id")?.to_string(),
+    ))
+}
+
+/// Creates a VM from `body` and waits until it runs; returns it as created.
+async fn create_running(api: &Api, body: Value) -> anyhow::Result<Value> {
     let vm = api
-        .call(
-            reqwest::Method::POST,
-            "/v1/vms",
-            Some(json!({"name": name, "memory_mib": 256, "network": "none"})),
-        )
+        .call(reqwest::Method::POST, "/v1/vms", Some(body))
         .await?;
-    let id = vm["id"].as_str().context("vm id")?.to_string();
+    let id = vm["id"].as_str().context("vm id")?;
     api.call(
         reqwest::Method::GET,
         &format!("/v1/vms/{id}/wait?state=running&timeout_s=300"),
         None,
     )
     .await?;
-    Ok((t0.elapsed(), id))
+    Ok(vm)
 }
 
 /// A process's resident set, in MiB (0 when it cannot be read).
@@ -696,16 +705,8 @@ async fn main() -> anyhow::Result<()> {
                     "ports": [{"host_port": port, "guest_port": 7777}]}),
                 ),
             ] {
-                let vm = api
-                    .call(reqwest::Method::POST, "/v1/vms", Some(body))
-                    .await?;
+                let vm = create_running(&api, body).await?;
                 let id = vm["id"].as_str().context("vm id")?.to_string();
-                api.call(
-                    reqwest::Method::GET,
-                    &format!("/v1/vms/{id}/wait?state=running&timeout_s=300"),
-                    None,
-                )
-                .await?;
                 api.call(
                     reqwest::Method::POST,
                     &format!("/v1/vms/{name}/exec"),

@@ -45,17 +45,7 @@ impl App {
         {
             return Err(ApiError::bad_request("sha256 must be 64 hex digits"));
         }
-        let hosts: Vec<_> = self
-            .hosts_for_placement()
-            .await?
-            .into_iter()
-            .filter(|h| h.status == HostStatus::Up)
-            .collect();
-        if hosts.is_empty() {
-            return Err(ApiError::Conflict(
-                "no host is up to take the image: start an agent".into(),
-            ));
-        }
+        let hosts = self.up_hosts("take the image").await?;
         let dir = self.config().data_dir.join("uploads");
         tokio::fs::create_dir_all(&dir)
             .await
@@ -93,6 +83,22 @@ impl App {
         .await;
         let _ = tokio::fs::remove_file(&file).await;
         res
+    }
+
+    /// The hosts that are up, or a 409 saying there is none to `what`.
+    async fn up_hosts(&self, what: &str) -> ApiResult<Vec<hearth_types::host::Host>> {
+        let hosts: Vec<_> = self
+            .hosts_for_placement()
+            .await?
+            .into_iter()
+            .filter(|h| h.status == HostStatus::Up)
+            .collect();
+        if hosts.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "no host is up to {what}: start an agent"
+            )));
+        }
+        Ok(hosts)
     }
 
     /// Writes the body to `file`, refusing it past the configured size; returns its size
@@ -207,17 +213,7 @@ impl App {
         packages: Vec<String>,
         start: bool,
     ) -> ApiResult<ImageBuild> {
-        let hosts: Vec<_> = self
-            .hosts_for_placement()
-            .await?
-            .into_iter()
-            .filter(|h| h.status == HostStatus::Up)
-            .collect();
-        if hosts.is_empty() {
-            return Err(ApiError::Conflict(
-                "no host is up to build on: start an agent".into(),
-            ));
-        }
+        let hosts = self.up_hosts("build on").await?;
         let asks = hosts.iter().map(|h| {
             let packages = packages.clone();
             async move {
