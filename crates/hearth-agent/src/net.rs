@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_api::pb;
-use hearth_types::network::NetworkKind;
+use hearth_types::network::{is_ifname, NetworkKind};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -89,13 +89,6 @@ impl TryFrom<pb::Nic> for Nic {
                 .collect::<Result<_, _>>()?,
         })
     }
-}
-
-/// Whether `s` can name a network interface (1–15 of letters, digits, `-`, `_`, `.`).
-fn is_ifname(s: &str) -> bool {
-    (1..=15).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The last ten hex digits of an id: what the names of its bridge, TAP and table end in.

@@ -147,11 +147,7 @@ impl Runtimes {
         start: bool,
         dir: PathBuf,
     ) -> Result<pb::RuntimeStatus, String> {
-        if crate::image::imported::reserved(name)
-            || hearth_types::vm::check_name("image", name).is_err()
-        {
-            return Err(format!("{name:?} cannot name a built image"));
-        }
+        hearth_types::vm::check_user_image_name(name)?;
         if let Some(bad) = packages.iter().find(|p| !rootfs::is_package_name(p)) {
             return Err(format!("{bad:?} is not a Debian package name"));
         }

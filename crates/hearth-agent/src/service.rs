@@ -236,14 +236,7 @@ impl Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("the first message must name the image"))?;
         let format: crate::image::oci::Format =
             h.format.parse().map_err(Status::invalid_argument)?;
-        if crate::image::imported::reserved(&h.name)
-            || hearth_types::vm::check_name("image", &h.name).is_err()
-        {
-            return Err(Status::invalid_argument(format!(
-                "{:?} cannot name an imported image",
-                h.name
-            )));
-        }
+        hearth_types::vm::check_user_image_name(&h.name).map_err(Status::invalid_argument)?;
         if h.size_bytes > MAX_IMAGE_UPLOAD {
             return Err(Status::invalid_argument(format!(
                 "images are at most {} GiB",

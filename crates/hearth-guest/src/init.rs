@@ -87,14 +87,7 @@ pub fn as_pid1() {
         )
     };
     if let Some(address) = &address {
-        let mut steps = vec![
-            vec!["link", "set", "eth0", "up"],
-            vec!["addr", "add", address, "dev", "eth0"],
-        ];
-        if let Some(gw) = &gateway {
-            steps.push(vec!["route", "add", "default", "via", gw]);
-        }
-        for args in steps {
+        for args in eth0_steps(address, gateway.as_deref()) {
             if !ip(&args) {
                 crate::log(&format!("network: ip {} failed", args.join(" ")));
             }
@@ -112,11 +105,7 @@ pub fn as_pid1() {
         }
     }
     if !dns.is_empty() {
-        let conf: String = dns
-            .split(',')
-            .map(|d| format!("nameserver {d}\n"))
-            .collect();
-        let _ = std::fs::write("/etc/resolv.conf", conf);
+        write_resolv_conf(dns.split(','));
     }
     // Volumes: `NAME:SERIAL,…`, each an ext4 mounted at /volumes/NAME.
     for entry in arg("hearth.volumes=").unwrap_or_default().split(',') {
@@ -131,7 +120,7 @@ pub fn as_pid1() {
     }
 }
 
-/// Runs the initramfs's busybox `ip` (at /sbin/ip) with `args`; whether it succeeded.
+/// Runs the initramfs's busybox `ip` with `args`; whether it succeeded.
 fn ip(args: &[&str]) -> bool {
     // After the switch to a root filesystem without `ip`, the initramfs's busybox is kept
     // in /run (see `keep_busybox`).
@@ -145,6 +134,24 @@ fn ip(args: &[&str]) -> bool {
         .args(args)
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The `ip` steps that bring eth0 up with `address` (with its prefix) and, given one, a
+/// default route via `gateway`.
+fn eth0_steps<'a>(address: &'a str, gateway: Option<&'a str>) -> Vec<Vec<&'a str>> {
+    let mut steps = vec![
+        vec!["link", "set", "eth0", "up"],
+        vec!["addr", "add", address, "dev", "eth0"],
+    ];
+    if let Some(gw) = gateway {
+        steps.push(vec!["route", "add", "default", "via", gw]);
+    }
+    steps
+}
+
+fn write_resolv_conf<'a>(servers: impl Iterator<Item = &'a str>) {
+    let conf: String = servers.map(|d| format!("nameserver {d}\n")).collect();
+    let _ = std::fs::write("/etc/resolv.conf", conf);
 }
 
 /// Where the initramfs's busybox is kept across the switch to another root.
@@ -252,20 +259,15 @@ pub fn restored(
             vec!["link", "set", "eth0", "down"],
             vec!["link", "set", "eth0", "address", n.mac.as_str()],
             vec!["addr", "flush", "dev", "eth0"],
-            vec!["link", "set", "eth0", "up"],
-            vec!["addr", "add", n.address.as_str(), "dev", "eth0"],
         ];
-        if let Some(gw) = &n.gateway {
-            steps.push(vec!["route", "add", "default", "via", gw.as_str()]);
-        }
+        steps.extend(eth0_steps(&n.address, n.gateway.as_deref()));
         for args in steps {
             if !ip(&args) {
                 return Err(format!("network: ip {} failed", args.join(" ")));
             }
         }
         if !n.dns.is_empty() {
-            let conf: String = n.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-            let _ = std::fs::write("/etc/resolv.conf", conf);
+            write_resolv_conf(n.dns.iter().map(String::as_str));
         }
     }
     let mut rng = std::fs::OpenOptions::new()

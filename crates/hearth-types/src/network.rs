@@ -81,6 +81,13 @@ pub struct CreateNetwork {
     pub dns: Vec<String>,
 }
 
+/// Whether `s` can name a host's network interface (1–15 letters, digits, `-`, `_`, `.`).
+pub fn is_ifname(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Whether `s` is a unicast MAC address written `aa:bb:cc:dd:ee:ff` (hex, either case), and
 /// not all zeros.
 pub fn is_mac(s: &str) -> bool {

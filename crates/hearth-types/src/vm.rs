@@ -355,6 +355,16 @@ pub struct ImportImage {
     pub sha256: Option<String>,
 }
 
+/// Checks the name of an image a user adds (imported or built): a name [`check_name`]
+/// takes, and not a built-in image's (`default`, `runtime-…`).
+pub fn check_user_image_name(name: &str) -> Result<(), String> {
+    check_name("image", name)?;
+    if name == "default" || name.starts_with("runtime-") {
+        return Err(format!("{name:?} is a built-in image's name; pick another"));
+    }
+    Ok(())
+}
+
 /// Checks a name of `what` (a VM, a function): 1–63 lowercase letters, digits and dashes,
 /// not starting or ending with a dash (a VM's name becomes the guest's hostname).
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {

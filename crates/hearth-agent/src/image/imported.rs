@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::oci::{self, Format, ImageRun};
@@ -24,16 +24,8 @@ struct Meta {
     packages: Option<Vec<String>>,
 }
 
-/// Names an import or a build may not take: the built-in images'.
-pub fn reserved(name: &str) -> bool {
-    name == "default" || name.starts_with("runtime-")
-}
-
 fn check(name: &str) -> anyhow::Result<()> {
-    if reserved(name) || hearth_types::vm::check_name("image", name).is_err() {
-        bail!("{name:?} cannot name an image: use lowercase letters, digits and dashes, not default or runtime-…");
-    }
-    Ok(())
+    hearth_types::vm::check_user_image_name(name).map_err(anyhow::Error::msg)
 }
 
 /// Unpacks `upload` into an ext4 root filesystem named `name` (replacing an older one of

@@ -551,19 +551,25 @@ impl Owner {
                 return Ok(self.status.borrow().clone());
             }
         };
+        // On a managed network the agent forwards the ports (QEMU does on user networking).
         let mut forwards = BTreeMap::new();
-        for (_, host_port, guest_port) in self.spec.ports.clone() {
-            let Some(nic) = &self.spec.nic else { break };
-            let target = (nic.ip, guest_port).into();
-            match self.host.net.forward(host_port, target).await {
-                Ok(f) => forwards.insert(host_port, f),
-                Err(e) => {
-                    launched.control.kill();
-                    let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
-                    self.set(VmState::Failed, Some(e));
-                    return Ok(self.status.borrow().clone());
-                }
-            };
+        if let Some(nic) = &self.spec.nic {
+            for (_, host_port, guest_port) in &self.spec.ports {
+                match self
+                    .host
+                    .net
+                    .forward(*host_port, (nic.ip, *guest_port).into())
+                    .await
+                {
+                    Ok(f) => forwards.insert(*host_port, f),
+                    Err(e) => {
+                        launched.control.kill();
+                        let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
+                        self.set(VmState::Failed, Some(e));
+                        return Ok(self.status.borrow().clone());
+                    }
+                };
+            }
         }
         self.status.send_modify(|s| {
             s.pid = launched.pid;

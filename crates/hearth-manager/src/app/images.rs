@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use hearth_agent_api::pb;
 use hearth_types::function::RuntimeHost;
 use hearth_types::host::HostStatus;
-use hearth_types::vm::{check_name, BuildImage, Image, ImageBuild, ImportImage};
+use hearth_types::vm::{check_user_image_name, BuildImage, Image, ImageBuild, ImportImage};
 use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,13 +25,7 @@ impl App {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        check_name("image", &q.name).map_err(ApiError::BadRequest)?;
-        if q.name == super::vms::DEFAULT_IMAGE || q.name.starts_with("runtime-") {
-            return Err(ApiError::bad_request(format!(
-                "{:?} is a built-in image's name; pick another",
-                q.name
-            )));
-        }
+        check_user_image_name(&q.name).map_err(ApiError::BadRequest)?;
         let format = q.format.unwrap_or_else(|| "oci".into());
         if !FORMATS.contains(&format.as_str()) {
             return Err(ApiError::bad_request(format!(
@@ -178,13 +172,7 @@ impl App {
     /// Starts building a Debian image on every host that is up (each builds its own; a
     /// host that has it with these packages says ready at once).
     pub async fn build_image(&self, req: BuildImage) -> ApiResult<ImageBuild> {
-        check_name("image", &req.name).map_err(ApiError::BadRequest)?;
-        if req.name == super::vms::DEFAULT_IMAGE || req.name.starts_with("runtime-") {
-            return Err(ApiError::bad_request(format!(
-                "{:?} is a built-in image's name; pick another",
-                req.name
-            )));
-        }
+        check_user_image_name(&req.name).map_err(ApiError::BadRequest)?;
         match req.base.as_deref() {
             None | Some("debian") => {}
             Some(other) => {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use hearth_agent_api::pb;
 use hearth_store::{now_ms, to_time, NetworkRecord, StoreError, VmRecord};
 use hearth_types::host::{Host, HostStatus};
-use hearth_types::network::{is_mac, random_mac, CreateNetwork, Network, NetworkKind};
+use hearth_types::network::{is_ifname, is_mac, random_mac, CreateNetwork, Network, NetworkKind};
 use hearth_types::new_id;
 use hearth_types::vm::{check_name, PortForward, Protocol};
 use ipnet::Ipv4Net;
@@ -70,13 +70,6 @@ fn parse_cidr(s: &str) -> ApiResult<Ipv4Net> {
 fn parse_ip(what: &str, s: &str) -> ApiResult<Ipv4Addr> {
     s.parse()
         .map_err(|_| ApiError::bad_request(format!("{what} must be an IPv4 address, got {s:?}")))
-}
-
-/// Whether `s` can name a host's network interface.
-fn is_ifname(s: &str) -> bool {
-    (1..=15).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A new VM's place on the network it asked for, as its record keeps it.
