@@ -1,14 +1,19 @@
 # The two commands of the README:
 #   make up    installs what is missing, builds, and runs `hearth up`
 #   make test  runs every check and test, as CI does
-.PHONY: up test build openapi setup bench
+.PHONY: up test build web openapi setup bench
 
 ARGS ?=
 
 setup:
 	scripts/setup.sh
 
-build: setup
+# The web console: npm ci, then a type check against docs/openapi.json and a Vite build
+# into web/dist, which the manager embeds (build it before cargo builds hearth).
+web: setup
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+build: setup web
 	cargo build --release --locked -p hearth
 	cargo build --release --locked --target x86_64-unknown-linux-musl -p hearth-guest
 

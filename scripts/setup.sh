@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Hearth needs on a Debian 12 machine, once: QEMU, the guest kernel, busybox,
 # iproute2 and nftables (managed networks), filesystem tools, debootstrap (runtime images), Go and a JDK (the go and java runtimes),
-# PostgreSQL (for the test suite), protoc (for the agent RPC contract), and the Rust
+# Node.js and npm (to build the web console), PostgreSQL (for the test suite), protoc (for the agent RPC contract), and the Rust
 # targets. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
@@ -32,6 +32,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --allow-downgrades \
     "${extra[@]}" ${need_apt[@]}
+fi
+
+# The web console is built with Node (not needed at run time: the binary embeds it).
+if ! have npm; then
+  echo "==> installing Node.js and npm (to build the web console)"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
 fi
 
 if ! have cargo; then

@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Every check and test, as CI runs them: format, clippy (warnings are errors), the OpenAPI
-# drift check (a test), and the whole suite on SQLite and on a real PostgreSQL this script
-# starts and stops.
+# Every check and test, as CI runs them: the web console's build and type check, format,
+# clippy (warnings are errors), the OpenAPI drift check (a test), and the whole suite (the
+# browser tests among them) on SQLite and on a real PostgreSQL this script starts and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+
+# The browser tests drive Debian's Chromium (Playwright never downloads one).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  echo "==> installing chromium (for the web console's browser tests)"
+  SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
+
+echo "==> building the web console (type-checked against docs/openapi.json)"
+make web
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -81,6 +81,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/functions/{name}/logs", "viewer"),
     ("GET", "/v1/functions/{name}/metrics", "viewer"),
     ("GET", "/v1/invocations/{id}", "viewer"),
+    ("GET", "/v1/functions/{name}/code", "operator"),
+    ("GET", "/v1/stats/invocations", "viewer"),
     ("GET", "/v1/functions/{name}/schedules", "viewer"),
     ("POST", "/v1/functions/{name}/schedules", "operator"),
     ("DELETE", "/v1/functions/{name}/schedules/{id}", "operator"),

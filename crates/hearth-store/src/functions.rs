@@ -277,6 +277,28 @@ impl Store {
         invocation(&row)
     }
 
+    /// Invocations and failures per minute since `since_ms` (a Unix time in milliseconds),
+    /// across all functions, as `(minute, invocations, errors)` oldest first; minutes with
+    /// none are absent.
+    pub async fn invocations_per_minute(&self, since_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT created_at / 60000 AS minute, COUNT(*) AS n, \
+             SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) AS errors \
+             FROM invocations WHERE created_at >= $1 GROUP BY created_at / 60000 ORDER BY minute",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let minute: i64 = col(r, "minute")?;
+                let n: i64 = col(r, "n")?;
+                let errors: i64 = col(r, "errors")?;
+                Ok((minute, n.max(0) as u64, errors.max(0) as u64))
+            })
+            .collect()
+    }
+
     /// The newest invocations of a function, newest first.
     pub async fn invocations(
         &self,

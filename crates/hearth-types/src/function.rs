@@ -200,6 +200,28 @@ pub struct FunctionMetrics {
     pub instances_starting: u32,
 }
 
+/// Invocations per minute across all functions (`GET /v1/stats/invocations`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvocationRate {
+    /// One entry per minute, oldest first, the current minute last; quiet minutes are zeros.
+    pub minutes: Vec<MinuteCount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub at: DateTime<Utc>,
+    pub invocations: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RateQuery {
+    /// How many minutes back, the current one included (1–1440, default 60).
+    pub minutes: Option<u32>,
+}
+
 /// A runtime a function can use.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RuntimeInfo {

@@ -18,7 +18,7 @@ use hearth_store::{now_ms, to_time, AliasRecord, FunctionRecord, InvocationRecor
 use hearth_types::api::Page;
 use hearth_types::function::{
     Alias, CreateFunction, FnError, FnMode, Function, FunctionMetrics, FunctionVersion, Invocation,
-    InvokeResult, SetAlias, UpdateFunction,
+    InvocationRate, InvokeResult, MinuteCount, SetAlias, UpdateFunction,
 };
 use hearth_types::new_id;
 use hearth_types::runtime::{self, Runtime, RuntimeKind};
@@ -454,6 +454,16 @@ impl App {
         Ok(view(self.store().function(name).await?))
     }
 
+    /// The function's latest code as deployed: its one file, or its archive (`--code DIR`).
+    pub async fn function_code(&self, name: &str) -> ApiResult<Vec<u8>> {
+        let f = self.store().function(name).await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(&f.code)
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("stored code of {name} is corrupt: {e}"))
+            })
+    }
+
     pub async fn list_functions(
         &self,
         cursor: Option<&str>,
@@ -563,6 +573,35 @@ impl App {
             instances_busy: busy,
             instances_starting: starting,
         })
+    }
+
+    /// Invocations and failures per minute over the last `minutes` minutes (1–1440), every
+    /// minute present, zeros included. Counts only the invocations still retained.
+    pub async fn invocation_rate(&self, minutes: Option<u32>) -> ApiResult<InvocationRate> {
+        let minutes = i64::from(minutes.unwrap_or(60));
+        if !(1..=1440).contains(&minutes) {
+            return Err(ApiError::bad_request(format!(
+                "minutes must be 1–1440, not {minutes}"
+            )));
+        }
+        let now = chrono::Utc::now().timestamp_millis() / 60_000;
+        let first = now - minutes + 1;
+        let counted = self.store().invocations_per_minute(first * 60_000).await?;
+        let mut counted = counted.into_iter().peekable();
+        let minutes = (first..=now)
+            .map(|m| {
+                let (invocations, errors) = match counted.next_if(|(at, _, _)| *at == m) {
+                    Some((_, n, e)) => (n, e),
+                    None => (0, 0),
+                };
+                MinuteCount {
+                    at: to_time(m * 60_000),
+                    invocations,
+                    errors,
+                }
+            })
+            .collect();
+        Ok(InvocationRate { minutes })
     }
 
     /// Runs the function once with `event` (a JSON body) and records it.

@@ -41,15 +41,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The bearer token of a request, if any.
+/// The bearer token of a request, if any: `Authorization: Bearer T`, or, for browsers,
+/// which cannot set headers on a WebSocket, a `bearer.T` entry in `Sec-WebSocket-Protocol`
+/// (so the token never appears in a URL or an access log).
 pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        return v.to_str().ok()?.strip_prefix("Bearer ").map(str::trim);
+    }
     headers
-        .get(axum::http::header::AUTHORIZATION)?
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
         .to_str()
         .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(WS_BEARER_PREFIX))
 }
+
+/// The subprotocol a browser's WebSocket names, beside its `bearer.T` token entry.
+pub const WS_PROTOCOL: &str = "hearth";
+const WS_BEARER_PREFIX: &str = "bearer.";
 
 /// Parses an optional JSON body: empty means all defaults.
 pub fn json_or_default<T: serde::de::DeserializeOwned + Default>(

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use hearth_types::api::{ListQuery, Page};
 use hearth_types::function::{
     Alias, CreateFunction, CreateSchedule, Function, FunctionMetrics, FunctionVersion, Invocation,
-    InvokeQuery, InvokeResult, LogsQuery, PutSecret, RuntimeInfo, Schedule, Secret, SetAlias,
-    UpdateFunction,
+    InvocationRate, InvokeQuery, InvokeResult, LogsQuery, PutSecret, RateQuery, RuntimeInfo,
+    Schedule, Secret, SetAlias, UpdateFunction,
 };
 use hearth_types::ErrorBody;
 
@@ -82,6 +82,33 @@ pub async fn get_function(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Function>> {
     Ok(Json(app.function(&name).await?))
+}
+
+/// The function's latest code: `text/plain` when it is one text file, else the archive it
+/// was deployed from (`application/gzip`).
+#[utoipa::path(get, path = "/v1/functions/{name}/code", tag = "functions", params(("name" = String, Path, description = "Function name or id")),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody)))]
+pub async fn function_code(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let code = app.function_code(&name).await?;
+    let kind = if code.starts_with(&[0x1f, 0x8b]) || std::str::from_utf8(&code).is_err() {
+        "application/gzip"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, kind)], code).into_response())
+}
+
+/// Invocations per minute across all functions, for the dashboard.
+#[utoipa::path(get, path = "/v1/stats/invocations", tag = "functions", params(RateQuery),
+    responses((status = 200, body = InvocationRate), (status = 400, body = ErrorBody)))]
+pub async fn invocation_rate(
+    State(app): State<App>,
+    Query(q): Query<RateQuery>,
+) -> ApiResult<Json<InvocationRate>> {
+    Ok(Json(app.invocation_rate(q.minutes).await?))
 }
 
 /// Change a function. New code (or a new size) retires its VMs as they go idle.

@@ -1,5 +1,5 @@
-//! The manager's HTTP surface: the `/v1` REST API, ops routes, Swagger UI, and the agents'
-//! gRPC registry on the same port.
+//! The manager's HTTP surface: the `/v1` REST API, ops routes, Swagger UI, the web console
+//! (at `/`, see [`web`]), and the agents' gRPC registry on the same port.
 //!
 //! Handlers are thin: extract, call the app layer, return. Cross-cutting work is middleware,
 //! applied to every route in one place: request ids and tracing, metrics, authentication with
@@ -19,6 +19,7 @@ mod templates;
 mod users;
 mod vms;
 mod volumes;
+mod web;
 
 use std::time::Instant;
 
@@ -151,6 +152,8 @@ fn function_routes() -> OpenApiRouter<App> {
         .routes(routes!(functions::function_logs))
         .routes(routes!(functions::function_metrics))
         .routes(routes!(functions::get_invocation))
+        .routes(routes!(functions::function_code))
+        .routes(routes!(functions::invocation_rate))
         .routes(routes!(
             functions::list_schedules,
             functions::create_schedule
@@ -192,7 +195,11 @@ pub fn router(app: App) -> Router {
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .merge(grpc)
-        .fallback(not_found)
+        .fallback_service(
+            Router::new()
+                .fallback(web::serve)
+                .layer(tower_http::compression::CompressionLayer::new()),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -204,10 +211,6 @@ pub fn router(app: App) -> Router {
             tracing::info_span!("http", method = %req.method(), uri = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {

@@ -26,6 +26,8 @@ pub fn access(method: &Method, route: &str) -> Access {
         r if r.starts_with("/v1/networks") && !read => Access::Role(Role::Admin),
         // A shell is a GET (a WebSocket) that runs anything: it needs what exec needs.
         "/v1/vms/{id}/shell" => Access::Role(Role::Operator),
+        // Code is what operators deploy; viewers see its digest and size.
+        "/v1/functions/{name}/code" => Access::Role(Role::Operator),
         _ if read => Access::Role(Role::Viewer),
         _ => Access::Role(Role::Operator),
     }

@@ -47,7 +47,8 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeWs {
         }
         WebSocketUpgrade::from_request_parts(parts, state)
             .await
-            .map(|u| MaybeWs(Some(u)))
+            // A browser that offered subprotocols refuses an answer that picks none.
+            .map(|u| MaybeWs(Some(u.protocols([super::extract::WS_PROTOCOL]))))
             .map_err(|r| ApiError::BadRequest(format!("bad WebSocket upgrade: {}", r.body_text())))
     }
 }

@@ -1,0 +1,100 @@
+//! What the tests of the `hearth` binary share: a `hearth up` as a real process, and the
+//! guards that stop it and its QEMUs, pass or fail.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// Stops its child on drop: SIGTERM (so `hearth up` stops its VMs), SIGKILL after 15 s.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills any QEMU a `hearth up` in `data` left behind, even when a test panics.
+pub struct ReapVms(pub PathBuf);
+
+impl Drop for ReapVms {
+    fn drop(&mut self) {
+        hearth_agent::vm::reap_leftovers(&self.0.join("agent").join("run").join("vms"));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
+    let mut c = Command::new(BIN);
+    c.args([
+        "up",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env_remove("HEARTH_ADMIN_PASSWORD")
+    .env("HEARTH_ACCEL", "tcg")
+    // Runtime images are slow to build: share the test suite's cache.
+    .env(
+        "HEARTH_IMAGES_DIR",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hearth-test-images"),
+    )
+    .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
+    .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(
+        std::fs::File::create(data.with_extension("log")).unwrap(),
+    ));
+    if let Some(p) = password {
+        c.env("HEARTH_ADMIN_PASSWORD", p);
+    }
+    let p = Proc(c.spawn().unwrap());
+    wait_for("hearth up to answer", Duration::from_secs(60), || {
+        http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    p
+}
