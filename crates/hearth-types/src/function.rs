@@ -232,6 +232,9 @@ pub struct RuntimeInfo {
     /// The image its VMs boot (`runtime-NAME`, built on each host by
     /// `POST /v1/runtimes/{name}/build`; `default` for native).
     pub image: String,
+    /// Whether it runs in a root filesystem of its own, which each host builds once
+    /// (`POST /v1/runtimes/{name}/build`) before functions can use it.
+    pub builds_image: bool,
     /// Whether functions can use it now (some host has its image); why not otherwise.
     pub available: bool,
     pub reason: Option<String>,

@@ -99,6 +99,39 @@ export function Functions() {
   );
 }
 
+/** How long a deploy waits for a runtime's image to build: a few minutes is usual. */
+const RUNTIME_BUILD_LIMIT_MS = 30 * 60_000;
+
+/**
+ * Builds an image runtime on the hosts that lack it and waits until some host has it,
+ * reporting each host's last step; fails with the hosts' errors, or after the limit.
+ */
+async function buildRuntime(name: string, progress: (line: string) => void) {
+  const path = { params: { path: { name } } };
+  await unwrap(client.POST("/v1/runtimes/{name}/build", path));
+  const started = Date.now();
+  for (;;) {
+    const rt = await unwrap(client.GET("/v1/runtimes/{name}", path));
+    if (rt.available) return;
+    const building = rt.hosts.filter((h) => h.state === "building");
+    const failed = rt.hosts.filter((h) => h.state === "failed");
+    if (building.length === 0 && failed.length > 0) {
+      throw new Error(
+        `building the ${name} runtime failed: ` + failed.map((h) => `${h.host}: ${h.error ?? "no reason given"}`).join("; "),
+      );
+    }
+    const waited = Math.round((Date.now() - started) / 1000);
+    if (Date.now() - started > RUNTIME_BUILD_LIMIT_MS) {
+      throw new Error(`the ${name} runtime is still building after ${waited} s; see \`hearth runtime list\``);
+    }
+    progress(
+      `Building the ${name} runtime (${waited} s): ` +
+        (building.map((h) => `${h.host}: ${h.message ?? "starting"}`).join("; ") || "starting"),
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
 function CreateFunction({ open, onClose }: { open: boolean; onClose: () => void }) {
   const queries = useQueryClient();
   const navigate = useNavigate();
@@ -111,6 +144,7 @@ function CreateFunction({ open, onClose }: { open: boolean; onClose: () => void 
   const [runtime, setRuntime] = useState("python");
   const [code, setCode] = useState(STARTERS.python!);
   const [memory, setMemory] = useState(128);
+  const [progress, setProgress] = useState<string | null>(null);
   const info = runtimes.data?.items.find((r) => r.name === runtime);
   return (
     <FormModal
@@ -119,6 +153,16 @@ function CreateFunction({ open, onClose }: { open: boolean; onClose: () => void 
       onClose={onClose}
       submit="Deploy"
       onSubmit={async () => {
+        // Asked now: the list may not have loaded, or may predate a build.
+        const rt = await unwrap(client.GET("/v1/runtimes/{name}", { params: { path: { name: runtime } } }));
+        if (rt.builds_image && !rt.available) {
+          try {
+            await buildRuntime(runtime, setProgress);
+          } finally {
+            setProgress(null);
+            await queries.invalidateQueries({ queryKey: ["runtimes"] });
+          }
+        }
         const f = await unwrap(
           client.POST("/v1/functions", { body: { name, runtime, code, memory_mib: memory } }),
         );
@@ -157,11 +201,19 @@ function CreateFunction({ open, onClose }: { open: boolean; onClose: () => void 
           />
         </Field>
       </div>
-      {info && !info.available && (
-        <p className="muted">
-          {info.reason ?? "Not built yet"}: the first deploy builds the runtime image, which takes a few
-          minutes.
-        </p>
+      {progress != null ? (
+        <div data-testid="runtime-progress">
+          <Spinner label={progress} />
+        </div>
+      ) : (
+        info &&
+        !info.available && (
+          <p className="muted">
+            {info.builds_image
+              ? `The ${info.name} runtime's image is not built yet: this deploy builds it first, which takes a few minutes.`
+              : info.reason}
+          </p>
+        )
       )}
       <Field label="Code" hint={info?.handler}>
         <CodeEditor value={code} onChange={setCode} runtime={runtime} label="Function code" />

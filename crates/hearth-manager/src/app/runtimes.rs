@@ -63,6 +63,7 @@ fn info(rt: &Runtime, on_hosts: Vec<RuntimeHost>, hosts: &[Host]) -> RuntimeInfo
         description: rt.description.into(),
         handler: rt.handler_help.into(),
         image: runtime::image_name(rt),
+        builds_image: rt.kind == RuntimeKind::Image,
         available: reason.is_none(),
         reason,
         hosts: on_hosts,
