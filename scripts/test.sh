@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
+# One build from scratch: incremental artifacts would only cost time and disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # The browser tests drive Debian's Chromium (Playwright never downloads one).
 if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
   echo "==> installing chromium (for the web console's browser tests)"

@@ -71,12 +71,20 @@ pub struct RunningAgent {
 }
 
 impl RunningAgent {
-    /// Stops serving and kills this agent's VMs (until VMs are re-adopted across agent
-    /// restarts, none may outlive it).
+    /// Stops serving and kills this agent's VMs. (An agent that dies without this, even by
+    /// `kill -9`, leaves them running, and its next start takes them over.)
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.vms.shutdown_all().await;
+    }
+
+    /// Stops serving and leaves the VMs running, for the next start of an agent on this
+    /// data dir to take over (an upgrade, a restart). Returns how many run.
+    pub async fn detach(mut self) -> usize {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.vms.list().iter().filter(|s| s.pid != 0).count()
     }
 
     /// Resolves when the agent stops (on shutdown, or when a task ends on its own).
@@ -123,7 +131,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     image::imported::load_all(&imported_dir, &images);
     let accel = accel::AccelState::start(&config.data_dir, default, config.accel);
     let run_root = config.data_dir.join("run").join("vms");
-    vm::reap_leftovers(&run_root);
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(256);
     let hypervisor: Arc<dyn hearth_vmm::Hypervisor> = Arc::new(hearth_vmm::qemu::Qemu {
         binary: hearth_vmm::VmmKind::Qemu
@@ -149,6 +156,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         boot_timeout: config.boot_timeout,
         reports: reports_tx,
     });
+    // Before joining, so that the first heartbeat reports the VMs that still run.
+    vms.take_over_leftovers().await;
     let info = host_info::HostProbe::new(&config.data_dir, accel, images.clone(), net);
     let cancel = CancellationToken::new();
     let registrar = Arc::new(registration::Registrar::new(

@@ -32,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_FORWARD_CONNECTIONS: usize = 256;
 
 /// A NIC on a managed network, as the manager sent it (checked).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Nic {
     pub network_id: String,
     pub kind: NetworkKind,

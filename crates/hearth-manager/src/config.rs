@@ -24,6 +24,9 @@ pub struct ManagerConfig {
     pub heartbeat_interval_ms: u32,
     /// A host whose last heartbeat is older than this is `down`.
     pub host_down_after_ms: u64,
+    /// A running VM on a `down` host is `unknown`, and `lost` once the host has been down
+    /// this long.
+    pub vm_lost_after_ms: u64,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// How many vCPUs may be promised per host CPU.
@@ -47,6 +50,7 @@ struct Defaults {
     session_ttl_s: u64,
     heartbeat_interval_ms: u32,
     host_down_after_ms: u64,
+    vm_lost_after_ms: u64,
     max_body_bytes: usize,
     cpu_overcommit: f64,
     memory_overcommit: f64,
@@ -70,6 +74,7 @@ impl Default for Defaults {
             session_ttl_s: 12 * 3600,
             heartbeat_interval_ms: 5_000,
             host_down_after_ms: 15_000,
+            vm_lost_after_ms: 300_000,
             max_body_bytes: 1024 * 1024,
             cpu_overcommit: 4.0,
             memory_overcommit: 1.0,
@@ -115,6 +120,7 @@ impl ManagerConfig {
                 "session_ttl_s",
                 "heartbeat_interval_ms",
                 "host_down_after_ms",
+                "vm_lost_after_ms",
                 "max_body_bytes",
                 "max_image_bytes",
             ]))
@@ -144,6 +150,7 @@ impl ManagerConfig {
             session_ttl_s: d.session_ttl_s,
             heartbeat_interval_ms: d.heartbeat_interval_ms,
             host_down_after_ms: d.host_down_after_ms,
+            vm_lost_after_ms: d.vm_lost_after_ms,
             max_body_bytes: d.max_body_bytes,
             cpu_overcommit: d.cpu_overcommit,
             memory_overcommit: d.memory_overcommit,

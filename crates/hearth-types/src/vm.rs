@@ -6,6 +6,9 @@
 //! running → stopping → stopped → starting
 //! any → failed, any → deleting
 //! ```
+//!
+//! `unknown` and `lost` are not states a VM moves through: they are how the manager shows
+//! a VM whose host has gone silent.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,12 @@ pub enum VmState {
     Stopped,
     Failed,
     Deleting,
+    /// Its host stopped heartbeating: it may still run there. Never stored: the manager
+    /// shows it for a VM that should be running while its host is `down`.
+    Unknown,
+    /// Its host has been `down` longer than the bound (`vm_lost_after_ms`). When the host
+    /// returns, the VM's state is what the host reports (started again if it should run).
+    Lost,
 }
 
 impl VmState {
@@ -35,6 +44,8 @@ impl VmState {
             VmState::Stopped => "stopped",
             VmState::Failed => "failed",
             VmState::Deleting => "deleting",
+            VmState::Unknown => "unknown",
+            VmState::Lost => "lost",
         }
     }
 
@@ -72,6 +83,8 @@ impl std::str::FromStr for VmState {
             "stopped" => Stopped,
             "failed" => Failed,
             "deleting" => Deleting,
+            "unknown" => Unknown,
+            "lost" => Lost,
             other => return Err(format!("unknown VM state {other:?}")),
         })
     }

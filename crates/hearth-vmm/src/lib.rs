@@ -136,6 +136,17 @@ pub struct Launched {
     pub control: std::sync::Arc<dyn VmControl>,
 }
 
+/// A VMM found running by [`Hypervisor::adopt`]. It is not the agent's child: how it ends
+/// is known, but not its exit status.
+pub struct Adopted {
+    pub launched: Launched,
+    /// Its vCPUs are stopped (the VM was paused).
+    pub paused: bool,
+}
+
+/// What [`Launched::exit`] says when an adopted VMM ends.
+pub const ADOPTED_EXIT: &str = "exited (adopted after an agent restart: its status is unknown)";
+
 /// A driver: knows how to start one kind of VMM.
 #[async_trait]
 pub trait Hypervisor: Send + Sync {
@@ -145,6 +156,9 @@ pub trait Hypervisor: Send + Sync {
     /// Starts the VMM. With `config.incoming`, the VM's state is loaded from that file and
     /// the VM runs on from where it was saved; this returns once it does.
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError>;
+    /// Takes over the VMM a previous run of this agent started in `run_dir` and left
+    /// running (the agent was restarted, or killed): `Ok(None)` when none runs there.
+    async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError>;
     /// What a snapshot of a VM launched from `config` depends on.
     fn profile(&self, config: &VmConfig, version: &str) -> snapshot::Profile;
 }

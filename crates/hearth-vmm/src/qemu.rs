@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::qmp::Qmp;
 use crate::snapshot::Profile;
-use crate::{Accel, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind};
+use crate::{
+    Accel, Adopted, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind,
+    ADOPTED_EXIT,
+};
 
 /// The virtio-serial port name the guest agent looks for.
 pub const GUEST_PORT: &str = "org.hearth.guest.0";
@@ -288,6 +291,56 @@ impl Hypervisor for Qemu {
         crate::discover::cached_version_of(&self.binary).await
     }
 
+    async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
+        let rd = RunDir(run_dir);
+        let Some(pid) = std::fs::read_to_string(rd.pid_file())
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return Ok(None);
+        };
+        // The pidfd pins the process: once its command line is checked (a reused PID is
+        // someone else's), signals and the exit can only be about this QEMU.
+        let Ok(pidfd) = Pidfd::open(pid) else {
+            return Ok(None);
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&*run_dir.to_string_lossy()) {
+            return Ok(None);
+        }
+        let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
+        let status = qmp.execute("query-status", None).await?;
+        drop(qmp);
+        let paused = status.get("running").and_then(|r| r.as_bool()) == Some(false);
+        let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+        let (exit_tx, exit) = oneshot::channel();
+        // SAFETY: the Pidfd owns its descriptor until the AsyncFd drops it.
+        let exited = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| VmmError::Io(e.into()))?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = exited.readable() => break,
+                    Some(()) = kill_rx.recv() => exited.get_ref().kill(),
+                }
+            }
+            let _ = exit_tx.send(ADOPTED_EXIT.to_string());
+        });
+        Ok(Some(Adopted {
+            launched: Launched {
+                pid: pid as u32,
+                exit,
+                control: std::sync::Arc::new(QemuControl {
+                    run_dir: run_dir.to_path_buf(),
+                    kill: kill_tx,
+                }),
+            },
+            paused,
+        }))
+    }
+
     fn profile(&self, config: &VmConfig, version: &str) -> Profile {
         let p = |p: &Path| p.display().to_string();
         Profile {
@@ -317,8 +370,8 @@ impl Hypervisor for Qemu {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true);
+            // Not killed with the agent: a restarted agent takes it over.
+            .process_group(0);
         // A TAP is opened by name in QEMU's own network namespace: start QEMU in the TAP's.
         if let Some(ns) = config.tap.as_ref().and_then(|t| t.netns.as_ref()) {
             let ns = std::fs::File::open(ns)?;
@@ -388,6 +441,45 @@ impl Hypervisor for Qemu {
                 kill: kill_tx,
             }),
         })
+    }
+}
+
+/// A process file descriptor (pidfd_open(2)): readable once the process has exited, and a
+/// target for signals that cannot hit a reused PID.
+struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    fn open(pid: i32) -> std::io::Result<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created and nothing else owns it.
+        Ok(Pidfd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    fn kill(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Pidfd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
 }
 

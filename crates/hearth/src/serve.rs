@@ -192,7 +192,15 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     .await?;
     eprintln!("agent {} listening on {}", agent.host_id, agent.addr);
     tokio::select! {
-        _ = shutdown_signal() => agent.shutdown().await,
+        _ = shutdown_signal() => {
+            let running = agent.detach().await;
+            if running > 0 {
+                eprintln!(
+                    "agent stopped; its {running} VM(s) keep running, and the next `hearth agent` \
+                     on this data dir takes them over"
+                );
+            }
+        }
         _ = agent.wait() => anyhow::bail!("the agent stopped unexpectedly"),
     }
     Ok(())

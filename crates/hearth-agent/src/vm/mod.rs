@@ -261,7 +261,44 @@ impl Vms {
         Ok(self.handle(id)?.run_dir.join("serial.log"))
     }
 
-    /// Kills every VM (agent shutdown in tests and `hearth up` without adoption).
+    /// Takes over the VMs a previous run of this agent left running (it was restarted, or
+    /// killed): each gets its owner again, with its guest channel and port forwards. What
+    /// cannot be taken over (no record of the run, or no VMM left) is cleaned up; the
+    /// manager starts again any VM that should run and that this agent does not report.
+    pub async fn take_over_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.host.run_root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let record = owner::RunRecord::read(&dir)
+                .filter(|r| Some(r.spec.id.as_str()) == dir.file_name().and_then(|n| n.to_str()))
+                .filter(|r| r.spec.validate().is_ok());
+            let Some(record) = record else {
+                reap(&dir);
+                continue;
+            };
+            match self.host.hypervisor.adopt(&dir).await {
+                Ok(Some(adopted)) => {
+                    let id = record.spec.id.clone();
+                    let handle =
+                        owner::spawn_adopted(self.host.clone(), record, dir, adopted, MAILBOX)
+                            .await;
+                    self.owners
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, handle);
+                }
+                Ok(None) => reap(&dir),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "a VM left running could not be taken over; killing it");
+                    reap(&dir);
+                }
+            }
+        }
+    }
+
+    /// Kills every VM (agent shutdown in tests and `hearth up`).
     pub async fn shutdown_all(&self) {
         let ids: Vec<String> = self
             .owners
@@ -301,29 +338,31 @@ pub fn state_of(s: &pb::VmStatus) -> VmState {
     s.state.parse().unwrap_or(VmState::Failed)
 }
 
-/// Kills QEMUs a previous run of this agent left behind (it cannot adopt them yet) and
-/// removes their run dirs. Only PIDs from our own pid files whose command line names that
-/// run dir are touched.
+/// Kills every QEMU left in the run dirs under `run_root` and removes the dirs (for tests
+/// that must leave nothing behind, even when they fail).
 pub fn reap_leftovers(run_root: &Path) {
-    let Ok(entries) = std::fs::read_dir(run_root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let dir = e.path();
-        if let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let needle = dir.display().to_string();
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                tracing::warn!(pid, dir = %dir.display(), "killing a VM left by a previous agent run");
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+    for e in std::fs::read_dir(run_root).into_iter().flatten().flatten() {
+        reap(&e.path());
     }
+}
+
+/// Kills the QEMU a previous run of this agent left in `dir`, if one runs there, and
+/// removes the run dir. Only a PID from our own pid file whose command line names that run
+/// dir is touched.
+fn reap(dir: &Path) {
+    if let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let needle = dir.display().to_string();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            tracing::warn!(pid, dir = %dir.display(), "killing a VM left by a previous agent run");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

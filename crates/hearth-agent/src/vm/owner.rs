@@ -8,6 +8,10 @@
 //!                    failed ◀── QEMU dies ──── stopping ──▶ stopped
 //! ```
 //!
+//! A running VM's run dir also holds `vm.json` (its spec and how it was launched), so an
+//! agent that restarts — even after `kill -9` — takes over the VMMs still running there
+//! ([`spawn_adopted`]) instead of booting them again.
+//!
 //! Commands arrive on a bounded mailbox and run one at a time; meanwhile the task also
 //! watches the VMM's exit and the boot in flight, so a VM whose QEMU dies becomes `failed`
 //! (with the reason and the serial tail) without anyone asking. Every state change is
@@ -37,7 +41,7 @@ const ACPI_WAIT: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// What the manager asks the agent to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VmSpec {
     pub id: String,
     pub name: String,
@@ -61,7 +65,7 @@ pub struct VmSpec {
 const MAX_USER_DATA: usize = 64 << 10;
 const USER_DATA_TIMEOUT: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VolumeSpec {
     pub id: String,
     pub name: String,
@@ -192,6 +196,35 @@ struct Process {
     forwards: BTreeMap<u16, Forward>,
 }
 
+/// What a run dir records of the VM running there, for an agent that restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RunRecord {
+    pub spec: VmSpec,
+    pub accel: String,
+    pub restored: bool,
+    pub started_at_ms: i64,
+}
+
+impl RunRecord {
+    const FILE: &'static str = "vm.json";
+
+    pub fn read(run_dir: &std::path::Path) -> Option<RunRecord> {
+        let text = std::fs::read(run_dir.join(Self::FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn write(&self, run_dir: &std::path::Path) {
+        let tmp = run_dir.join("vm.json.tmp");
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, run_dir.join(Self::FILE)));
+        if let Err(e) = written {
+            tracing::warn!(vm = %self.spec.id, error = %e, "recording the run; a restarted agent will not take this VM over");
+        }
+    }
+}
+
 struct Owner {
     host: Arc<VmHost>,
     spec: VmSpec,
@@ -205,14 +238,17 @@ struct Owner {
     launched_at: Instant,
     /// The running VMM was restored from a snapshot, not booted.
     restored: bool,
+    /// The guest connection in flight is to a VM that already runs (taken over after an
+    /// agent restart, or resumed after one), not a boot.
+    reconnecting: bool,
 }
 
-pub(super) fn spawn(
+fn new_owner(
     host: Arc<VmHost>,
     spec: &VmSpec,
     run_dir: PathBuf,
     mailbox: usize,
-) -> OwnerHandle {
+) -> (Owner, mpsc::Sender<Command>, mpsc::Receiver<Command>) {
     let (tx, rx) = mpsc::channel(mailbox);
     let initial = pb::VmStatus {
         id: spec.id.clone(),
@@ -221,8 +257,8 @@ pub(super) fn spawn(
         observed_at_ms: now_ms(),
         ..Default::default()
     };
-    let (status, status_rx) = watch::channel(initial);
-    let (guest, guest_rx) = watch::channel(None);
+    let (status, _) = watch::channel(initial);
+    let (guest, _) = watch::channel(None);
     let owner = Owner {
         host,
         spec: spec.clone(),
@@ -234,14 +270,36 @@ pub(super) fn spawn(
         boot: None,
         launched_at: Instant::now(),
         restored: false,
+        reconnecting: false,
     };
+    (owner, tx, rx)
+}
+
+pub(super) fn spawn(
+    host: Arc<VmHost>,
+    spec: &VmSpec,
+    run_dir: PathBuf,
+    mailbox: usize,
+) -> OwnerHandle {
+    let (owner, tx, rx) = new_owner(host, spec, run_dir, mailbox);
+    let handle = owner.handle(tx);
     tokio::spawn(owner.run(rx));
-    OwnerHandle {
-        tx,
-        status: status_rx,
-        guest: guest_rx,
-        run_dir,
-    }
+    handle
+}
+
+/// The owner of a VM whose VMM a previous run of this agent started and left running.
+pub(super) async fn spawn_adopted(
+    host: Arc<VmHost>,
+    record: RunRecord,
+    run_dir: PathBuf,
+    adopted: hearth_vmm::Adopted,
+    mailbox: usize,
+) -> OwnerHandle {
+    let (mut owner, tx, rx) = new_owner(host, &record.spec, run_dir, mailbox);
+    owner.take_over(record, adopted).await;
+    let handle = owner.handle(tx);
+    tokio::spawn(owner.run(rx));
+    handle
 }
 
 /// Tells a restored guest its new identity: hostname, fresh entropy, the time, and on a
@@ -360,6 +418,121 @@ async fn booted(
 }
 
 impl Owner {
+    fn handle(&self, tx: mpsc::Sender<Command>) -> OwnerHandle {
+        OwnerHandle {
+            tx,
+            status: self.status.subscribe(),
+            guest: self.guest.subscribe(),
+            run_dir: self.run_dir.clone(),
+        }
+    }
+
+    /// Takes over a VMM left running by a previous run of this agent: its state from the
+    /// VMM, the agent's own port forwards made again, the guest channel reconnected in the
+    /// background (the guest agent reopens its port when the host side goes away).
+    async fn take_over(&mut self, record: RunRecord, adopted: hearth_vmm::Adopted) {
+        let accel = if record.accel == Accel::Kvm.name() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        let launched = adopted.launched;
+        let mut forwards = BTreeMap::new();
+        if let Some(nic) = &self.spec.nic {
+            for (_, host_port, guest_port) in &self.spec.ports {
+                match self
+                    .host
+                    .net
+                    .forward(*host_port, (nic.ip, *guest_port).into())
+                    .await
+                {
+                    Ok(f) => {
+                        forwards.insert(*host_port, f);
+                    }
+                    Err(e) => {
+                        tracing::warn!(vm = %self.spec.id, port = host_port, error = %e, "a port forward could not be made again")
+                    }
+                }
+            }
+        }
+        self.config = self.config_for(&self.spec, None).ok().map(|mut c| {
+            c.accel = accel;
+            c
+        });
+        self.restored = record.restored;
+        self.process = Some(Process {
+            control: launched.control,
+            exit: launched.exit,
+            forwards,
+        });
+        let state = if adopted.paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        };
+        self.status.send_modify(|s| {
+            s.state = state.as_str().into();
+            s.pid = launched.pid;
+            s.accelerator = accel.name().into();
+            s.started_at_ms = record.started_at_ms;
+            s.observed_at_ms = now_ms();
+        });
+        let _ = self.host.reports.try_send(self.status.borrow().clone());
+        tracing::info!(vm = %self.spec.id, name = %self.spec.name, pid = launched.pid, %state, "took over a VM left running by the previous agent");
+        if !adopted.paused {
+            self.reconnecting = true;
+            self.connect_guest(false);
+        }
+    }
+
+    /// Records the run, for a restarted agent to take over.
+    fn record_run(&self) {
+        let s = self.status.borrow();
+        RunRecord {
+            spec: self.spec.clone(),
+            accel: s.accelerator.clone(),
+            restored: self.restored,
+            started_at_ms: s.started_at_ms,
+        }
+        .write(&self.run_dir);
+    }
+
+    /// Connects to the guest agent in the background (telling a restored guest who it now
+    /// is); [`Owner::on_boot`] gets the outcome.
+    fn connect_guest(&mut self, restored: bool) {
+        let Some(control) = self.process.as_ref().map(|p| p.control.clone()) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        self.boot = Some(rx);
+        let timeout = self.host.boot_timeout;
+        let hostname = self.spec.name.clone();
+        let net = self
+            .config
+            .as_ref()
+            .and_then(|c| c.tap.as_ref())
+            .map(|t| NetConfig {
+                mac: t.mac.clone(),
+                address: t.address.clone(),
+                gateway: t.gateway.clone(),
+                dns: t.dns.clone(),
+            });
+        tokio::spawn(async move {
+            let res = async {
+                let io = control.guest_stream().await.map_err(|e| e.to_string())?;
+                let client = GuestClient::connect(io, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if restored {
+                    tell_restored(&client, hostname, net).await?;
+                }
+                Ok(client)
+            }
+            .await;
+            let _ = tx.send(res);
+        });
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         loop {
             tokio::select! {
@@ -377,7 +550,7 @@ impl Owner {
                         let _ = reply.send(Ok(()));
                         break;
                     }
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => self.on_command(cmd).await,
                 },
                 how = exited(&mut self.process) => self.on_exit(how),
                 res = booted(&mut self.boot) => {
@@ -423,7 +596,7 @@ impl Owner {
         tracing::info!(vm = %self.spec.id, name = %self.spec.name, %state, "VM state");
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Start(spec, reply) => {
                 let r = self.start(spec).await;
@@ -575,42 +748,16 @@ impl Owner {
             s.pid = launched.pid;
             s.accelerator = accel.name().into();
         });
-        let control = launched.control.clone();
         self.process = Some(Process {
             control: launched.control,
             exit: launched.exit,
             forwards,
         });
         self.config = Some(config);
-        let (tx, rx) = oneshot::channel();
-        self.boot = Some(rx);
-        let timeout = self.host.boot_timeout;
-        let hostname = self.spec.name.clone();
-        let net = self
-            .config
-            .as_ref()
-            .and_then(|c| c.tap.as_ref())
-            .map(|t| NetConfig {
-                mac: t.mac.clone(),
-                address: t.address.clone(),
-                gateway: t.gateway.clone(),
-                dns: t.dns.clone(),
-            });
-        tokio::spawn(async move {
-            let res = async {
-                let io = control.guest_stream().await.map_err(|e| e.to_string())?;
-                let client = GuestClient::connect(io, timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if restored {
-                    tell_restored(&client, hostname, net).await?;
-                }
-                Ok(client)
-            }
-            .await;
-            let _ = tx.send(res);
-        });
+        self.reconnecting = false;
+        self.connect_guest(restored);
         self.set(VmState::Starting, None);
+        self.record_run();
         if accel == Accel::Tcg {
             tracing::debug!(vm = %self.spec.id, "booting under TCG");
         }
@@ -739,6 +886,19 @@ impl Owner {
     }
 
     async fn on_boot(&mut self, res: Result<GuestClient, String>) {
+        if std::mem::take(&mut self.reconnecting) {
+            match res {
+                Ok(client) => {
+                    self.guest.send_replace(Some(client));
+                    tracing::info!(vm = %self.spec.id, "guest channel reconnected");
+                }
+                // The VM runs on; its guest channel is retried at the next resume.
+                Err(e) => {
+                    tracing::warn!(vm = %self.spec.id, error = %e, "the guest agent did not answer again")
+                }
+            }
+            return;
+        }
         if self.state() != VmState::Starting {
             return;
         }
@@ -778,6 +938,12 @@ impl Owner {
         let state = self.state();
         if how == "exit status: 0" && state == VmState::Running {
             self.set(VmState::Stopped, Some("the guest powered off".into()));
+        } else if how == hearth_vmm::ADOPTED_EXIT && state == VmState::Running {
+            // Not this agent's child: a guest power-off and a crash look the same.
+            self.set(
+                VmState::Stopped,
+                Some("the VMM exited; its exit status is unknown (the VM was taken over after an agent restart)".into()),
+            );
         } else if !matches!(state, VmState::Stopped | VmState::Failed) {
             self.set(
                 VmState::Failed,
@@ -790,6 +956,14 @@ impl Owner {
     /// managed network, QEMU's on user-mode networking), and at every later start. When a
     /// port cannot be taken, the forwards in effect are kept as the VM's.
     async fn set_ports(&mut self, ports: Vec<PortSpec>) -> Result<pb::VmStatus, VmError> {
+        let res = self.apply_ports(ports).await;
+        if self.process.is_some() {
+            self.record_run();
+        }
+        res
+    }
+
+    async fn apply_ports(&mut self, ports: Vec<PortSpec>) -> Result<pb::VmStatus, VmError> {
         self.spec.check_ports(&ports)?;
         if let Some(p) = self.process.as_mut() {
             let old = std::mem::take(&mut self.spec.ports);
@@ -865,6 +1039,11 @@ impl Owner {
         };
         done.map_err(|e| VmError::Failed(format!("the VMM did not {op}: {e}")))?;
         self.set(to, None);
+        if !pause && self.guest.borrow().is_none() && self.boot.is_none() {
+            // Taken over while paused: its guest channel is connected now it runs.
+            self.reconnecting = true;
+            self.connect_guest(false);
+        }
         Ok(self.status.borrow().clone())
     }
 

@@ -98,11 +98,34 @@ impl AgentClients {
 }
 
 impl App {
+    /// How long `r` has been silent, when that makes it `down`.
+    pub(crate) fn silent_for_ms(&self, r: &HostRecord) -> Option<i64> {
+        let silent = now_ms() - r.last_heartbeat_at_ms.unwrap_or(r.registered_at_ms);
+        (r.last_heartbeat_at_ms.is_none() || silent > self.config().host_down_after_ms as i64)
+            .then_some(silent)
+    }
+
+    /// The hosts that are `down`, with how long each has been silent.
+    pub(crate) async fn silent_hosts(&self) -> ApiResult<HashMap<String, i64>> {
+        let mut out = HashMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let p = self.store().list_hosts(cursor.as_deref(), 1000).await?;
+            for h in &p.items {
+                if let Some(ms) = self.silent_for_ms(h) {
+                    out.insert(h.id.clone(), ms);
+                }
+            }
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
     fn host_view(&self, r: HostRecord, allocated: Resources) -> Host {
         let report: HostReport = serde_json::from_value(r.info.clone()).unwrap_or_default();
-        let fresh = r
-            .last_heartbeat_at_ms
-            .is_some_and(|t| now_ms() - t <= self.config().host_down_after_ms as i64);
+        let fresh = self.silent_for_ms(&r).is_none();
         let status = match (fresh, r.cordoned) {
             (false, _) => HostStatus::Down,
             (true, true) => HostStatus::Cordoned,

@@ -440,12 +440,56 @@ impl App {
     }
 
     pub async fn vm(&self, id_or_name: &str) -> ApiResult<Vm> {
-        Ok(vm_view(self.store().vm(id_or_name).await?))
+        let mut v = vm_view(self.store().vm(id_or_name).await?);
+        if let Some(host) = &v.host_id {
+            if let Ok(h) = self.store().host(host).await {
+                if let Some(ms) = self.silent_for_ms(&h) {
+                    self.seen_from_silent_host(&mut v, ms);
+                }
+            }
+        }
+        Ok(v)
     }
 
     pub async fn list_vms(&self, cursor: Option<&str>, limit: Option<u32>) -> ApiResult<Page<Vm>> {
         let p = self.store().vms(cursor, page_limit(limit)?).await?;
-        Ok(page(p, vm_view))
+        let silent = self.silent_hosts().await?;
+        Ok(page(p, |r| {
+            let mut v = vm_view(r);
+            if let Some(ms) = v.host_id.as_ref().and_then(|h| silent.get(h)) {
+                self.seen_from_silent_host(&mut v, *ms);
+            }
+            v
+        }))
+    }
+
+    /// How a VM that should be running looks while its host has been silent for
+    /// `silent_ms`: `unknown`, then `lost` after the bound. What the host reports when it
+    /// returns replaces this.
+    fn seen_from_silent_host(&self, v: &mut Vm, silent_ms: i64) {
+        if !matches!(
+            v.state,
+            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping
+        ) {
+            return;
+        }
+        let c = self.config();
+        let lost = silent_ms - c.host_down_after_ms as i64 > c.vm_lost_after_ms as i64;
+        v.state = if lost {
+            VmState::Lost
+        } else {
+            VmState::Unknown
+        };
+        v.reason = Some(format!(
+            "its host has not sent a heartbeat for {} s{}",
+            silent_ms / 1000,
+            if lost {
+                "; when the host returns, its report decides (a VM that should run and no \
+                 longer does is started again)"
+            } else {
+                ""
+            }
+        ));
     }
 
     pub async fn update_vm(&self, id_or_name: &str, req: UpdateVm) -> ApiResult<Vm> {

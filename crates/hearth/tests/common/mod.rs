@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hearth");
@@ -84,6 +86,7 @@ pub fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
     )
     .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
     .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
+    .env("HEARTH_VM_LOST_AFTER_MS", "4000")
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::from(
@@ -97,4 +100,60 @@ pub fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
         http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     p
+}
+
+/// The CLI with a home of its own (its credentials), pointed at one manager.
+pub struct Env {
+    pub home: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Env {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("HEARTH_URL", &self.url)
+            .env_remove("HEARTH_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hearth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
 }

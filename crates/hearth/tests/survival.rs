@@ -1,0 +1,240 @@
+//! A host's agent dies and comes back, as real processes: `hearth up` is the manager (its own
+//! local agent stays out of the way), and a second agent runs as a `hearth agent` process.
+//!
+//! - `kill -9` of the agent leaves its VM running; the agent restarted on its data dir takes
+//!   the VM over (the same QEMU), and exec works again.
+//! - The agent and its QEMU both gone: the VM is `unknown`, then `lost`; the manager keeps
+//!   serving; when the agent returns, the VM is started again, once.
+//!
+//! Every process started here is killed by PID when the test ends, pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+mod common;
+
+use common::{free_port, start_up, wait_for, Env, Proc, ReapVms};
+
+/// Kills the QEMUs an agent process left in its data dir, even when the test panics.
+struct ReapAgentVms(PathBuf);
+
+impl Drop for ReapAgentVms {
+    fn drop(&mut self) {
+        hearth_agent::vm::reap_leftovers(&self.0.join("run").join("vms"));
+    }
+}
+
+fn start_agent(env: &Env, dir: &Path, token: Option<&str>) -> Proc {
+    let mut args = vec![
+        "agent",
+        "--manager",
+        &env.url,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    if let Some(t) = token {
+        args.extend(["--join-token", t]);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
+    Proc(
+        env.cmd(&args)
+            .env("HEARTH_ACCEL", "tcg")
+            .env(
+                "HEARTH_IMAGES_DIR",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hearth-test-images"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `kill -9`, and waits for the process to be gone.
+fn kill9(mut p: Proc) {
+    p.0.kill().unwrap();
+    p.0.wait().unwrap();
+}
+
+fn qemu_pid(run_dir: &Path) -> i32 {
+    std::fs::read_to_string(run_dir.join("qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// The host's status; empty while the manager does not know it yet.
+fn host_status(env: &Env, id: &str) -> String {
+    let out = env.run(&["--json", "host", "get", id]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).map_or(String::new(), |h| {
+        h["status"].as_str().unwrap_or_default().to_string()
+    })
+}
+
+fn vm_state(env: &Env, name: &str) -> String {
+    env.json(&["vm", "get", name])["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn hostname_in(env: &Env, vm: &str) -> String {
+    env.ok(&["vm", "exec", vm, "--", "cat", "/proc/sys/kernel/hostname"])
+}
+
+#[test]
+fn vms_survive_their_agent_and_a_lost_host_comes_back() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reap_up = ReapVms(data.clone());
+    let agent_dir = root.path().join("agent1");
+    let _reap_agent = ReapAgentVms(agent_dir.clone());
+    let port = free_port();
+    let _up = start_up(&data, port, Some("survival-password"));
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    assert!(env
+        .with_stdin(&["login", "--password-stdin"], "survival-password\n")
+        .status
+        .success());
+    let token = env.ok(&["host", "join-token"]).trim().to_string();
+    let agent = start_agent(&env, &agent_dir, Some(&token));
+    wait_for("the agent's identity", Duration::from_secs(60), || {
+        agent_dir.join("identity.json").exists()
+    });
+    let identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent_dir.join("identity.json")).unwrap()).unwrap();
+    let host = identity["host_id"].as_str().unwrap().to_string();
+    wait_for("the agent's host up", Duration::from_secs(60), || {
+        host_status(&env, &host) == "up"
+    });
+
+    let vm = env.json(&[
+        "vm",
+        "create",
+        "sv1",
+        "--host",
+        &host,
+        "--wait",
+        "--timeout",
+        "200",
+    ]);
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(vm["host_id"], host.as_str());
+    let id = vm["id"].as_str().unwrap().to_string();
+    let run_dir = agent_dir.join("run").join("vms").join(&id);
+    let pid = qemu_pid(&run_dir);
+    env.ok(&[
+        "vm",
+        "exec",
+        "sv1",
+        "--",
+        "sh",
+        "-c",
+        "echo before > /tmp/mark",
+    ]);
+
+    // kill -9 the agent: its VM runs on, and shows `unknown` once the host is down.
+    kill9(agent);
+    wait_for("the host down", Duration::from_secs(30), || {
+        host_status(&env, &host) == "down"
+    });
+    assert!(alive(pid), "the VM's QEMU must outlive its agent");
+    assert_eq!(vm_state(&env, "sv1"), "unknown");
+    let reason = env.json(&["vm", "get", "sv1"])["reason"].clone();
+    assert!(
+        reason.as_str().unwrap_or("").contains("heartbeat"),
+        "{reason}"
+    );
+    // The manager keeps serving the rest.
+    assert!(
+        env.json(&["host", "list"])["items"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    );
+
+    // The agent restarted on its data dir (no token): it takes the same QEMU over, and the
+    // guest answers again with what it had in memory.
+    let agent = start_agent(&env, &agent_dir, None);
+    wait_for("the host up again", Duration::from_secs(60), || {
+        host_status(&env, &host) == "up"
+    });
+    wait_for("the VM running again", Duration::from_secs(60), || {
+        vm_state(&env, "sv1") == "running"
+    });
+    assert_eq!(qemu_pid(&run_dir), pid, "the same QEMU, not a new boot");
+    wait_for("exec after the take-over", Duration::from_secs(60), || {
+        env.run(&["vm", "exec", "sv1", "--", "cat", "/tmp/mark"])
+            .stdout
+            .starts_with(b"before")
+    });
+    assert_eq!(hostname_in(&env, "sv1").trim(), "sv1");
+
+    // The host goes away with its VM: unknown, then lost after the bound.
+    kill9(agent);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the VM lost", Duration::from_secs(60), || {
+        vm_state(&env, "sv1") == "lost"
+    });
+    assert!(!alive(pid));
+
+    // It returns: the VM should run, so it boots again there, once.
+    let _agent = start_agent(&env, &agent_dir, None);
+    wait_for(
+        "a new QEMU for the lost VM",
+        Duration::from_secs(200),
+        || {
+            std::fs::read_to_string(run_dir.join("qemu.pid"))
+                .is_ok_and(|p| p.trim().parse() != Ok(pid))
+        },
+    );
+    let new_pid = qemu_pid(&run_dir);
+    assert!(alive(new_pid));
+    wait_for(
+        "the lost VM running again",
+        Duration::from_secs(200),
+        || vm_state(&env, "sv1") == "running",
+    );
+    wait_for("exec after the reboot", Duration::from_secs(60), || {
+        env.run(&["vm", "exec", "sv1", "--", "true"])
+            .status
+            .success()
+    });
+    // A new boot: /tmp is empty again.
+    assert!(!env
+        .run(&["vm", "exec", "sv1", "--", "cat", "/tmp/mark"])
+        .status
+        .success());
+    let vms = env.json(&["vm", "list"]);
+    let named: Vec<_> = vms["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"] == "sv1")
+        .collect();
+    assert_eq!(named.len(), 1, "no duplicate: {vms}");
+    env.ok(&["vm", "delete", "sv1"]);
+}
