@@ -132,6 +132,11 @@ impl From<&pb::HostInfo> for hearth_types::host::HostReport {
                 managed: h.manages_networks,
                 note: (!h.networks_note.is_empty()).then(|| h.networks_note.clone()),
             },
+            labels: h
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }

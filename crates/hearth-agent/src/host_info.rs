@@ -23,6 +23,7 @@ pub struct HostProbe {
     accel: AccelState,
     images: Images,
     net: Arc<crate::net::HostNet>,
+    labels: std::collections::HashMap<String, String>,
     /// The last VMM discovery: when, for which KVM state, and what it found.
     vmms: Arc<Mutex<Discovery>>,
 }
@@ -33,8 +34,10 @@ impl HostProbe {
         accel: AccelState,
         images: Images,
         net: Arc<crate::net::HostNet>,
+        labels: std::collections::HashMap<String, String>,
     ) -> HostProbe {
         HostProbe {
+            labels,
             data_dir: data_dir.to_path_buf(),
             accel,
             images,
@@ -82,6 +85,7 @@ impl HostProbe {
             disk: Some(self.disk_use()),
             manages_networks: self.net.refused().is_none(),
             networks_note: self.net.refused().unwrap_or_default().to_string(),
+            labels: self.labels.clone(),
         }
     }
 

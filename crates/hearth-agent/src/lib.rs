@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// Build networks and run networked VMs in this named network namespace instead of the
     /// host's own (`ip netns add NAME` made it).
     pub netns: Option<String>,
+    /// The operator's labels for this host, for placement (checked with
+    /// [`hearth_types::host::check_labels`]).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -158,7 +161,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     });
     // Before joining, so that the first heartbeat reports the VMs that still run.
     vms.take_over_leftovers().await;
-    let info = host_info::HostProbe::new(&config.data_dir, accel, images.clone(), net);
+    hearth_types::host::check_labels(&config.labels).map_err(anyhow::Error::msg)?;
+    let info = host_info::HostProbe::new(
+        &config.data_dir,
+        accel,
+        images.clone(),
+        net,
+        config.labels.clone().into_iter().collect(),
+    );
     let cancel = CancellationToken::new();
     let registrar = Arc::new(registration::Registrar::new(
         &config,

@@ -272,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         accel: accel_mode,
         manage_networks: netns.is_some(),
         netns: netns.as_ref().map(|n| n.0.clone()),
+        labels: Default::default(),
     })
     .await?;
     let http = reqwest::Client::builder()

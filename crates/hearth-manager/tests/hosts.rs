@@ -22,6 +22,7 @@ fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> Ag
         accel: hearth_agent::accel::AccelMode::Tcg,
         manage_networks: false,
         netns: None,
+        labels: Default::default(),
     }
 }
 

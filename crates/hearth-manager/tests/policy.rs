@@ -26,6 +26,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("DELETE", "/v1/hosts/{id}", "admin"),
     ("POST", "/v1/hosts/{id}/cordon", "admin"),
     ("POST", "/v1/hosts/{id}/uncordon", "admin"),
+    ("POST", "/v1/hosts/{id}/drain", "admin"),
     ("POST", "/v1/hosts/join-tokens", "admin"),
     ("GET", "/v1/vms", "viewer"),
     ("POST", "/v1/vms", "operator"),

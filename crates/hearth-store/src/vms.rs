@@ -40,6 +40,8 @@ pub struct VmRecord {
     pub started_at_ms: Option<i64>,
     /// Set when the VM serves a function's pool.
     pub function_id: Option<String>,
+    /// JSON object: the labels its host must have.
+    pub host_labels: String,
 }
 
 /// What an agent observed about one VM.
@@ -57,7 +59,7 @@ pub struct Observed {
 const COLS: &str = "id, name, host_id, image, vcpus, memory_mib, vmm, state, desired_state, \
                     reason, console_tail, accelerator, boot_ms, observed_at, created_at, \
                     updated_at, started_at, function_id, disk_mib, network, ports, user_data, network_id, ip, mac, \
-                    network_note";
+                    network_note, host_labels";
 
 fn vm(row: &AnyRow) -> Result<VmRecord> {
     Ok(VmRecord {
@@ -87,6 +89,7 @@ fn vm(row: &AnyRow) -> Result<VmRecord> {
         ip: col(row, "ip")?,
         mac: col(row, "mac")?,
         network_note: col(row, "network_note")?,
+        host_labels: col(row, "host_labels")?,
     })
 }
 
@@ -98,7 +101,7 @@ impl Store {
     pub async fn insert_vm(&self, v: &VmRecord) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO vms ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
         ))
         .bind(&v.id)
         .bind(&v.name)
@@ -126,6 +129,7 @@ impl Store {
         .bind(&v.ip)
         .bind(&v.mac)
         .bind(&v.network_note)
+        .bind(&v.host_labels)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -272,6 +276,21 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() > 0)
+    }
+
+    /// Moves a VM's record to another host, stopped there until started.
+    pub async fn move_vm(&self, id: &str, host_id: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE vms SET host_id = $2, state = 'stopped', reason = NULL, observed_at = $3, \
+             updated_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(host_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn delete_vm(&self, id: &str) -> Result<()> {

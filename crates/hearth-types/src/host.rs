@@ -64,6 +64,9 @@ pub struct Host {
     pub disk: Option<HostDisk>,
     /// Whether VMs here can join managed networks.
     pub networks: HostNetworks,
+    /// The operator's labels (`hearth agent --label k=v`); a VM's `host_labels` must all
+    /// match for it to be placed here.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
 }
@@ -96,6 +99,8 @@ pub struct HostReport {
     pub disk: Option<HostDisk>,
     #[serde(default)]
     pub networks: HostNetworks,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether a host's agent may build managed networks (bridges, TAPs, NAT rules).
@@ -122,4 +127,67 @@ pub struct HostImage {
     pub kind: String,
     pub kernel_version: String,
     pub size_bytes: u64,
+}
+
+/// At most this many labels on a host, or asked for by a VM.
+pub const MAX_LABELS: usize = 32;
+
+/// Labels are `key=value` pairs: keys of 1–63 letters, digits, `.`, `_`, `-` or `/`;
+/// values of at most 63 of the same.
+pub fn check_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    let ok = |s: &str| {
+        s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    };
+    if labels.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || !ok(k) {
+            return Err(format!(
+                "label key {k:?} must be 1–63 letters, digits, '.', '_', '-' or '/'"
+            ));
+        }
+        if !ok(v) {
+            return Err(format!(
+                "label {k}'s value {v:?} must be at most 63 letters, digits, '.', '_', '-' or '/'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `key=value` (a CLI flag) into a label.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("a label is KEY=VALUE, not {s:?}"))?;
+    let one = std::collections::BTreeMap::from([(k.to_string(), v.to_string())]);
+    check_labels(&one)?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `POST /v1/hosts/{id}/drain`: the host, now cordoned, and what happened to each of its
+/// VMs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrainReport {
+    pub host: Host,
+    pub moved: Vec<DrainedVm>,
+    /// The VMs that stay on the host, each with why.
+    pub stayed: Vec<StayedVm>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrainedVm {
+    pub vm: String,
+    /// The host it moved to (none for a function's VM, which is removed).
+    pub to_host: Option<String>,
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StayedVm {
+    pub vm: String,
+    pub reason: String,
 }

@@ -158,6 +158,8 @@ pub struct Vm {
     pub started_at: Option<DateTime<Utc>>,
     /// The function whose pool this VM serves (such VMs come and go with the pool).
     pub function_id: Option<String>,
+    /// The labels its host must have.
+    pub host_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/vms`
@@ -203,6 +205,9 @@ pub struct CreateVm {
     /// Pin it to a host (id or name).
     #[serde(default)]
     pub host_id: Option<String>,
+    /// Place it only on a host with all these labels (`hearth agent --label k=v`).
+    #[serde(default)]
+    pub host_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A host port (bound on 127.0.0.1) forwarded to a guest port.

@@ -62,6 +62,10 @@ pub struct AgentArgs {
     /// auto: use KVM once a probe guest boots under it, TCG otherwise; kvm; tcg
     #[arg(long, env = "HEARTH_ACCEL", default_value = "auto")]
     pub accel: hearth_agent::accel::AccelMode,
+    /// A label for this host, KEY=VALUE (repeat it); VMs created with a matching
+    /// --host-label are placed only on hosts that have it
+    #[arg(long = "label", env = "HEARTH_AGENT_LABELS", value_delimiter = ',', value_parser = hearth_types::host::parse_label)]
+    pub labels: Vec<(String, String)>,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -167,6 +171,7 @@ pub async fn up(args: ServerArgs, net: NetArgs) -> anyhow::Result<()> {
             .unwrap_or_default(),
         manage_networks: net.manage_networks,
         netns: net.netns,
+        labels: Default::default(),
     })
     .await
     .context("starting the local agent")?;
@@ -188,6 +193,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         accel: args.accel,
         manage_networks: args.net.manage_networks,
         netns: args.net.netns,
+        labels: args.labels.into_iter().collect(),
     })
     .await?;
     eprintln!("agent {} listening on {}", agent.host_id, agent.addr);

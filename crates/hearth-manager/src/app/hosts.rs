@@ -145,6 +145,7 @@ impl App {
             images: report.images,
             disk: report.disk,
             networks: report.networks,
+            labels: report.labels,
             registered_at: to_time(r.registered_at_ms),
             last_heartbeat_at: r.last_heartbeat_at_ms.map(to_time),
         }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod compile;
+pub mod drain;
 pub mod functions;
 pub mod hosts;
 pub mod images;

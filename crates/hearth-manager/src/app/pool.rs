@@ -395,6 +395,7 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
                 user_data: None,
                 start: Some(true),
                 host_id: None,
+                host_labels: Default::default(),
             },
             Some(&f.id),
         )

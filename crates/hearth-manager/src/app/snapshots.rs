@@ -191,7 +191,13 @@ impl App {
 
         // The files are on the snapshot's host: the clone runs there or nowhere.
         let host = self
-            .place(Some(&s.host_id), &s.image, s.vcpus, s.memory_mib)
+            .place(
+                Some(&s.host_id),
+                &s.image,
+                s.vcpus,
+                s.memory_mib,
+                &Default::default(),
+            )
             .await?;
         // The same network, with an address and a MAC of its own (the restored guest is
         // told them); no forwards: their host ports belong to the original.

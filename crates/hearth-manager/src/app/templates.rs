@@ -100,6 +100,7 @@ impl App {
                 user_data: spec.user_data.clone(),
                 start: Some(false),
                 host_id: req.host_id,
+                host_labels: Default::default(),
             })
             .await?;
         let mut made = Vec::new();

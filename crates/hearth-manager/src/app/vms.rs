@@ -135,6 +135,7 @@ fn vm_view(r: VmRecord) -> Vm {
         updated_at: to_time(r.updated_at_ms),
         started_at: r.started_at_ms.map(to_time),
         function_id: r.function_id,
+        host_labels: serde_json::from_str(&r.host_labels).unwrap_or_default(),
     }
 }
 
@@ -223,6 +224,7 @@ pub(crate) fn new_record(
         updated_at_ms: now,
         started_at_ms: None,
         function_id: function_id.map(str::to_string),
+        host_labels: "{}".into(),
     }
 }
 
@@ -283,6 +285,7 @@ impl App {
         image: &str,
         vcpus: u32,
         memory_mib: u64,
+        labels: &BTreeMap<String, String>,
     ) -> ApiResult<Host> {
         let hosts = self.hosts_for_placement().await?;
         if !hosts
@@ -307,6 +310,10 @@ impl App {
             }
             if !h.images.iter().any(|i| i.name == image) {
                 reasons.push(format!("host {} lacks image {image:?}", h.name));
+                continue;
+            }
+            if let Some((k, v)) = labels.iter().find(|(k, v)| h.labels.get(*k) != Some(v)) {
+                reasons.push(format!("host {} lacks the label {k}={v}", h.name));
                 continue;
             }
             let free = match self.fits(&h, vcpus, memory_mib) {
@@ -374,6 +381,8 @@ impl App {
         function_id: Option<&str>,
     ) -> ApiResult<Vm> {
         check_name("VM", &req.name).map_err(ApiError::BadRequest)?;
+        hearth_types::host::check_labels(&req.host_labels)
+            .map_err(|e| ApiError::bad_request(format!("host_labels: {e}")))?;
         let vcpus = req.vcpus.unwrap_or(DEFAULT_VCPUS);
         let memory_mib = req.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
         check_size(vcpus, memory_mib)?;
@@ -388,7 +397,13 @@ impl App {
         }
         let start = req.start.unwrap_or(true);
         let host = self
-            .place(req.host_id.as_deref(), &image, vcpus, memory_mib)
+            .place(
+                req.host_id.as_deref(),
+                &image,
+                vcpus,
+                memory_mib,
+                &req.host_labels,
+            )
             .await?;
         let network = self
             .attachment(
@@ -415,6 +430,8 @@ impl App {
             function_id,
         );
         record.user_data = user_data;
+        record.host_labels =
+            serde_json::to_string(&req.host_labels).unwrap_or_else(|_| "{}".into());
         self.insert_vm_with_address(&mut record).await?;
         if start {
             if let Err(e) = self.start_on_agent(&record).await {

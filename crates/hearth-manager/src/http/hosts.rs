@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use hearth_types::api::{ListQuery, Page};
-use hearth_types::host::{CreateJoinToken, Host, JoinToken};
+use hearth_types::host::{CreateJoinToken, DrainReport, Host, JoinToken};
 use hearth_types::ErrorBody;
 
 use super::extract::{Caller, Json, Path, Query};
@@ -39,6 +39,17 @@ pub async fn uncordon_host(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Host>> {
     Ok(Json(app.set_cordoned(&id, false).await?))
+}
+
+/// Cordon a host and move its VMs to other hosts: what can move does (a cold move), and
+/// the report says why the rest stays.
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", tag = "hosts", params(("id" = String, Path, description = "Host id or name")),
+    responses((status = 200, body = DrainReport), (status = 404, body = ErrorBody)))]
+pub async fn drain_host(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DrainReport>> {
+    Ok(Json(app.drain_host(&id).await?))
 }
 
 /// Forget a host. Its agent must join again to come back.

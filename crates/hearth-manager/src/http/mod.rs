@@ -88,6 +88,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(hosts::get_host, hosts::remove_host))
         .routes(routes!(hosts::cordon_host))
         .routes(routes!(hosts::uncordon_host))
+        .routes(routes!(hosts::drain_host))
         .routes(routes!(hosts::create_join_token))
         .routes(routes!(vms::list_vms, vms::create_vm))
         .routes(routes!(vms::get_vm, vms::update_vm, vms::delete_vm))

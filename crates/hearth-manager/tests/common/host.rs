@@ -59,6 +59,7 @@ pub async fn start_host_with(
         accel: AccelMode::Tcg,
         manage_networks: false,
         netns: None,
+        labels: Default::default(),
     };
     tweak(&mut config);
     let agent = hearth_agent::start(config).await.expect("agent starts");

@@ -121,6 +121,10 @@ enum HostCmd {
     Uncordon {
         host: String,
     },
+    /// Cordon a host and move its VMs elsewhere: says what moved and why the rest stays
+    Drain {
+        host: String,
+    },
     /// Forget a host
     Remove {
         host: String,
@@ -380,6 +384,7 @@ async fn host(client: Client, cmd: HostCmd, json_out: bool) -> anyhow::Result<()
                         None => format!("{} MiB free", h.capacity.disk_mib),
                     },
                 ),
+                ("labels", labels_text(&h.labels)),
                 ("last heartbeat", opt_when(&h.last_heartbeat_at)),
             ]);
             for a in &h.accelerators {
@@ -411,6 +416,27 @@ async fn host(client: Client, cmd: HostCmd, json_out: bool) -> anyhow::Result<()
                 .post(&format!("/v1/hosts/{}/cordon", seg(&host)), json!({}))
                 .await?,
         )?,
+        HostCmd::Drain { host } => {
+            let r: hearth_types::host::DrainReport = client
+                .post(&format!("/v1/hosts/{}/drain", seg(&host)), json!({}))
+                .await?;
+            if json_out {
+                return output::json(&r);
+            }
+            println!("host {} is cordoned", r.host.name);
+            for m in &r.moved {
+                match &m.to_host {
+                    Some(to) => println!("moved  {} → {to}: {}", m.vm, m.how),
+                    None => println!("moved  {}: {}", m.vm, m.how),
+                }
+            }
+            for s in &r.stayed {
+                println!("stayed {}: {}", s.vm, s.reason);
+            }
+            if r.moved.is_empty() && r.stayed.is_empty() {
+                println!("it had no VMs");
+            }
+        }
         HostCmd::Uncordon { host } => show(
             &client
                 .post(&format!("/v1/hosts/{}/uncordon", seg(&host)), json!({}))
@@ -569,4 +595,16 @@ async fn api_key(client: Client, cmd: ApiKeyCmd, json_out: bool) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// `k=v,k2=v2`, or `-` for none.
+pub(crate) fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -47,6 +47,9 @@ pub enum VmCmd {
         /// Pin it to a host (id or name)
         #[arg(long)]
         host: Option<String>,
+        /// Place it only on a host with this label, KEY=VALUE (repeatable)
+        #[arg(long = "host-label", value_parser = hearth_types::host::parse_label)]
+        host_labels: Vec<(String, String)>,
         #[arg(long)]
         no_start: bool,
         /// Wait until it runs
@@ -339,6 +342,7 @@ pub(super) fn show(v: &Vm, json_out: bool) -> anyhow::Result<()> {
         ("state", v.state.to_string()),
         ("desired", v.desired_state.as_str().to_string()),
         ("host", v.host_id.clone().unwrap_or_else(|| "-".into())),
+        ("host labels", super::labels_text(&v.host_labels)),
         ("image", v.image.clone()),
         ("vcpus", v.vcpus.to_string()),
         ("memory", format!("{} MiB", v.memory_mib)),
@@ -445,10 +449,12 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             mac,
             ports,
             host,
+            host_labels,
             no_start,
             wait: w,
             timeout,
         } => {
+            let host_labels: std::collections::BTreeMap<_, _> = host_labels.into_iter().collect();
             let ports = ports
                 .iter()
                 .map(|p| parse_port(p))
@@ -458,7 +464,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
                     "/v1/vms",
                     json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
                            "disk_mib": disk, "network": network, "mac": mac, "ports": ports,
-                           "start": !no_start, "host_id": host}),
+                           "start": !no_start, "host_id": host, "host_labels": host_labels}),
                 )
                 .await?;
             if w && !no_start {

@@ -1,10 +1,12 @@
-//! A host's agent dies and comes back, as real processes: `hearth up` is the manager (its own
-//! local agent stays out of the way), and a second agent runs as a `hearth agent` process.
+//! Many hosts, as real processes: `hearth up` is the manager (with its own local agent), and
+//! more agents run as `hearth agent` processes.
 //!
-//! - `kill -9` of the agent leaves its VM running; the agent restarted on its data dir takes
-//!   the VM over (the same QEMU), and exec works again.
-//! - The agent and its QEMU both gone: the VM is `unknown`, then `lost`; the manager keeps
-//!   serving; when the agent returns, the VM is started again, once.
+//! - Survival: `kill -9` of an agent leaves its VM running; the agent restarted on its data
+//!   dir takes the VM over (the same QEMU), and exec works again. The agent and its QEMU
+//!   both gone: the VM is `unknown`, then `lost`; the manager keeps serving; when the agent
+//!   returns, the VM is started again, once.
+//! - Placement and drain: host labels constrain where VMs go; a drain moves what can move
+//!   and says why the rest stays.
 //!
 //! Every process started here is killed by PID when the test ends, pass or fail.
 
@@ -26,6 +28,10 @@ impl Drop for ReapAgentVms {
 }
 
 fn start_agent(env: &Env, dir: &Path, token: Option<&str>) -> Proc {
+    start_agent_with(env, dir, token, &[])
+}
+
+fn start_agent_with(env: &Env, dir: &Path, token: Option<&str>, extra: &[&str]) -> Proc {
     let mut args = vec![
         "agent",
         "--manager",
@@ -38,6 +44,7 @@ fn start_agent(env: &Env, dir: &Path, token: Option<&str>) -> Proc {
     if let Some(t) = token {
         args.extend(["--join-token", t]);
     }
+    args.extend(extra);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -237,4 +244,135 @@ fn vms_survive_their_agent_and_a_lost_host_comes_back() {
         .collect();
     assert_eq!(named.len(), 1, "no duplicate: {vms}");
     env.ok(&["vm", "delete", "sv1"]);
+}
+
+/// The host id an agent process chose, once it has joined.
+fn joined_host(env: &Env, dir: &Path) -> String {
+    wait_for("the agent's identity", Duration::from_secs(60), || {
+        dir.join("identity.json").exists()
+    });
+    let identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("identity.json")).unwrap()).unwrap();
+    let host = identity["host_id"].as_str().unwrap().to_string();
+    wait_for("the agent's host up", Duration::from_secs(60), || {
+        host_status(env, &host) == "up"
+    });
+    host
+}
+
+#[test]
+fn labels_place_vms_and_a_drain_moves_what_can_move() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let _reap_up = ReapVms(data.clone());
+    let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
+    let _reap_a = ReapAgentVms(dir_a.clone());
+    let _reap_b = ReapAgentVms(dir_b.clone());
+    let port = free_port();
+    let _up = start_up(&data, port, Some("drain-password"));
+    let env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    assert!(env
+        .with_stdin(&["login", "--password-stdin"], "drain-password\n")
+        .status
+        .success());
+    let token = env.ok(&["host", "join-token"]).trim().to_string();
+    let _a = start_agent_with(&env, &dir_a, Some(&token), &["--label", "zone=a"]);
+    let _b = start_agent_with(&env, &dir_b, Some(&token), &["--label", "zone=b,disk=ssd"]);
+    let (a, b) = (joined_host(&env, &dir_a), joined_host(&env, &dir_b));
+    let hb = env.json(&["host", "get", &b]);
+    assert_eq!(
+        hb["labels"],
+        serde_json::json!({"zone": "b", "disk": "ssd"}),
+        "{hb}"
+    );
+    assert!(env.ok(&["host", "get", &a]).contains("zone=a"));
+
+    // A label constraint places the VM; one no host has is refused with the reason.
+    let m2 = env.json(&[
+        "vm",
+        "create",
+        "m2",
+        "--host-label",
+        "zone=b",
+        "--disk",
+        "0",
+        "--wait",
+    ]);
+    assert_eq!(m2["host_id"], b.as_str(), "{m2}");
+    assert_eq!(m2["host_labels"], serde_json::json!({"zone": "b"}));
+    let out = env.run(&[
+        "vm",
+        "create",
+        "m9",
+        "--host-label",
+        "zone=c",
+        "--disk",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lacks the label zone=c"), "{err}");
+    let out = env.run(&["vm", "create", "m9", "--host-label", "zone"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY=VALUE"));
+    assert!(
+        !env.ok(&["vm", "list"]).contains("m9"),
+        "nothing half-created"
+    );
+
+    // On host b: a diskless VM pinned there (it may move), and one with its own disk.
+    let m1 = env.json(&["vm", "create", "m1", "--host", &b, "--disk", "0", "--wait"]);
+    assert_eq!(m1["state"], "running", "{m1}");
+    env.json(&["vm", "create", "m3", "--host", &b, "--no-start"]);
+
+    let r = env.json(&["host", "drain", &b]);
+    assert_eq!(r["host"]["status"], "cordoned", "{r}");
+    let moved = r["moved"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{r}");
+    assert_eq!(moved[0]["vm"], "m1");
+    assert_ne!(moved[0]["to_host"], b.as_str());
+    let stayed: std::collections::BTreeMap<String, String> = r["stayed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["vm"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(stayed["m2"].contains("zone=b"), "{stayed:?}");
+    assert!(stayed["m3"].contains("disk"), "{stayed:?}");
+
+    // m1 runs on its new host, and answers.
+    let m1 = env.json(&["vm", "get", "m1"]);
+    assert_ne!(m1["host_id"], b.as_str());
+    wait_for(
+        "m1 running on its new host",
+        Duration::from_secs(200),
+        || vm_state(&env, "m1") == "running",
+    );
+    assert_eq!(hostname_in(&env, "m1").trim(), "m1");
+    assert!(!dir_b
+        .join("run")
+        .join("vms")
+        .join(m1["id"].as_str().unwrap())
+        .exists());
+    // A cordoned host takes no new VM, even one that asks for its label.
+    let out = env.run(&[
+        "vm",
+        "create",
+        "m4",
+        "--host-label",
+        "zone=b",
+        "--disk",
+        "0",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cordoned"));
+    for vm in ["m1", "m2", "m3"] {
+        env.ok(&["vm", "delete", vm]);
+    }
 }
