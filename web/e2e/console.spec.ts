@@ -108,6 +108,18 @@ test("log in, run a VM and a function, delete both", async ({ page }) => {
   await expect(page.getByRole("figure")).toContainText("calls 1");
   await shot(page, "dashboard");
 
+  // Drain the only host: the VM has its own disk, so it stays, and the page says why; the
+  // function's VM is removed (its pool would boot another elsewhere).
+  await nav(page, "Hosts");
+  await page.getByRole("button", { name: "Drain" }).click();
+  await page.getByRole("dialog", { name: "Drain" }).getByRole("button", { name: "Drain" }).click();
+  const report = page.getByRole("status", { name: /Drain of/ });
+  await expect(report).toContainText(/web1 stays: its own disk/);
+  await expect(report).toContainText("a function's VM: removed");
+  await shot(page, "host-drain");
+  await page.getByRole("button", { name: "Uncordon" }).click();
+  await expect(page.getByRole("button", { name: "Cordon" })).toBeVisible();
+
   // Delete both, each after a confirmation.
   await nav(page, "Functions");
   await page.getByRole("link", { name: "hello" }).click();

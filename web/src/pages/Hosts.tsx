@@ -1,4 +1,5 @@
-//! Hosts: capacity and allocation, VMMs and accelerators, cordon and uncordon, join tokens.
+//! Hosts: capacity and allocation, labels, VMMs and accelerators, cordon, drain and
+//! uncordon, join tokens.
 import { useState } from "react";
 import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { client, unwrap, type Schemas } from "../api/client";
@@ -58,6 +59,8 @@ function HostCard({ host: h }: { host: Schemas["Host"] }) {
   const queries = useQueryClient();
   const path = { params: { path: { id: h.id } } };
   const refresh = () => queries.invalidateQueries({ queryKey: ["hosts"] });
+  const [drained, setDrained] = useState<Schemas["DrainReport"] | null>(null);
+  const labels = Object.entries(h.labels ?? {});
   return (
     <article className="card" aria-label={`Host ${h.name}`}>
       <h2>
@@ -76,6 +79,7 @@ function HostCard({ host: h }: { host: Schemas["Host"] }) {
         />
       )}
       <ul className="plain">
+        {labels.length > 0 && <li>labels: {labels.map(([k, v]) => `${k}=${v}`).join(", ")}</li>}
         {h.vmms.map((v) => (
           <li key={v.name}>
             {v.name}: {v.usable ? `usable${v.version ? ` (${v.version})` : ""}` : `unusable: ${v.reason ?? "?"}`}
@@ -109,7 +113,37 @@ function HostCard({ host: h }: { host: Schemas["Host"] }) {
             onConfirm={() => unwrap(client.POST("/v1/hosts/{id}/cordon", path)).then(refresh)}
           />
         )}
+        <ConfirmButton
+          label="Drain"
+          className=""
+          question={`Drain ${h.name}? It is cordoned, and its VMs that can move are stopped and started on other hosts.`}
+          onConfirm={async () => {
+            setDrained(await unwrap(client.POST("/v1/hosts/{id}/drain", path)));
+            await refresh();
+            await queries.invalidateQueries({ queryKey: ["vms"] });
+          }}
+        />
       </div>
+      {drained && (
+        <div className="drain-report" role="status" aria-label={`Drain of ${h.name}`}>
+          <p>
+            {drained.moved.length} moved, {drained.stayed.length} stayed.
+          </p>
+          <ul className="plain">
+            {drained.moved.map((m) => (
+              <li key={m.vm}>
+                {m.vm}
+                {m.to_host ? ` → ${m.to_host}` : ""}: {m.how}
+              </li>
+            ))}
+            {drained.stayed.map((s) => (
+              <li key={s.vm}>
+                {s.vm} stays: {s.reason}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
     </article>
   );
 }
