@@ -33,7 +33,8 @@ use image::Images;
 /// How an agent is started. Built from `hearth agent` flags, or by `hearth up`.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The manager's base URL, e.g. `http://127.0.0.1:18080`.
+    /// The manager's base URL, e.g. `http://127.0.0.1:18080`; several, comma-separated, for
+    /// managers that share one database.
     pub manager_url: String,
     /// Needed for the first join; a restarted agent uses the identity in its data dir.
     pub join_token: Option<SecretString>,

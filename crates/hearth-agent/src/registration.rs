@@ -4,6 +4,9 @@
 //! agent is useless without one) but gives up at once when the manager refuses the token.
 //! A heartbeat the manager no longer recognises (the host was removed) makes the agent join
 //! again with its join token, when it has one.
+//!
+//! An agent may know several managers (they share one database, so any of them will do):
+//! it talks to one, and moves on to the next when that one cannot be reached.
 
 use std::time::Duration;
 
@@ -19,8 +22,10 @@ use crate::vm::Vms;
 use crate::AgentConfig;
 
 pub struct Registrar {
-    manager_url: String,
-    channel: tonic::transport::Channel,
+    /// Each manager's URL and channel.
+    managers: Vec<(String, tonic::transport::Channel)>,
+    /// The one in use.
+    current: std::sync::atomic::AtomicUsize,
     join_token: Option<secrecy::SecretString>,
     advertise: String,
     probe: HostProbe,
@@ -37,17 +42,21 @@ impl Registrar {
         probe: HostProbe,
         vms: Vms,
     ) -> anyhow::Result<Registrar> {
-        let manager_url = config.manager_url.trim_end_matches('/').to_string();
-        // One channel for the agent's life: it reconnects by itself when the manager
-        // restarts.
-        let channel = tonic::transport::Endpoint::from_shared(manager_url.clone())
-            .with_context(|| format!("invalid manager URL {manager_url:?}"))?
-            .connect_timeout(RPC_TIMEOUT)
-            .timeout(RPC_TIMEOUT)
-            .connect_lazy();
+        // One channel per manager for the agent's life: each reconnects by itself when its
+        // manager restarts.
+        let mut managers = Vec::new();
+        for url in config.manager_url.split(',').map(str::trim) {
+            let url = url.trim_end_matches('/').to_string();
+            let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid manager URL {url:?}"))?
+                .connect_timeout(RPC_TIMEOUT)
+                .timeout(RPC_TIMEOUT)
+                .connect_lazy();
+            managers.push((url, channel));
+        }
         Ok(Registrar {
-            manager_url,
-            channel,
+            managers,
+            current: Default::default(),
             join_token: config.join_token.clone(),
             advertise,
             probe,
@@ -55,8 +64,42 @@ impl Registrar {
         })
     }
 
-    fn client(&self) -> RegistryClient<tonic::transport::Channel> {
-        RegistryClient::new(self.channel.clone())
+    /// Calls the manager in use; when it cannot be reached, the others in turn (staying
+    /// with the first that answers).
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(RegistryClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.managers.len() {
+            let k = (first + i) % self.managers.len();
+            let (url, channel) = &self.managers[k];
+            match f(RegistryClient::new(channel.clone())).await {
+                Ok(resp) => {
+                    if k != first {
+                        self.current.store(k, Ordering::Relaxed);
+                        tracing::info!(manager = %url, "now talking to this manager");
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+                    last = Some(s)
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no manager URL")))
+    }
+
+    fn manager_urls(&self) -> String {
+        self.managers
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Joins (or re-joins) the manager, saving the identity it issues. Returns the heartbeat
@@ -75,7 +118,7 @@ impl Registrar {
                 Ok(interval) => return Ok(interval),
                 Err(RegisterError::Refused(msg)) => bail!("the manager refused this agent: {msg}"),
                 Err(RegisterError::Unreachable(e)) => {
-                    tracing::warn!(error = %e, manager = %self.manager_url, "manager unreachable; retrying");
+                    tracing::warn!(error = %e, managers = %self.manager_urls(), "no manager reachable; retrying");
                 }
             }
             tokio::select! {
@@ -87,7 +130,6 @@ impl Registrar {
     }
 
     async fn try_register(&self, identity: &mut Identity) -> Result<Duration, RegisterError> {
-        let mut client = self.client();
         let req = pb::RegisterRequest {
             join_token: self
                 .join_token
@@ -100,9 +142,14 @@ impl Registrar {
             agent_token: identity.agent_token.clone(),
             info: Some(self.probe.report().await),
         };
-        match client.register(req).await {
+        match self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.register(req).await }
+            })
+            .await
+        {
             Ok(resp) => {
-                let resp = resp.into_inner();
                 if !identity.joined {
                     identity.joined = true;
                     identity.save().map_err(|e| {
@@ -153,16 +200,18 @@ impl Registrar {
     }
 
     async fn heartbeat(&self, identity: &Identity) -> Result<Duration, tonic::Status> {
-        let mut client = self.client();
         let req = pb::HeartbeatRequest {
             host_id: identity.host_id.clone(),
             info: Some(self.probe.report().await),
             vms: self.vms.list(),
         };
-        let resp = client
-            .heartbeat(with_bearer(req, &identity.host_secret))
+        let resp = self
+            .call(|mut c| {
+                let req = with_bearer(req.clone(), &identity.host_secret);
+                async move { c.heartbeat(req).await }
+            })
             .await?;
-        Ok(interval(resp.into_inner().heartbeat_interval_ms))
+        Ok(interval(resp.heartbeat_interval_ms))
     }
 }
 
@@ -193,11 +242,13 @@ impl Registrar {
                 host_id: identity.host_id.clone(),
                 vm: Some(vm),
             };
-            if let Err(e) = self
-                .client()
-                .report_vm(with_bearer(req, &identity.host_secret))
-                .await
-            {
+            let sent = self
+                .call(|mut c| {
+                    let req = with_bearer(req.clone(), &identity.host_secret);
+                    async move { c.report_vm(req).await }
+                })
+                .await;
+            if let Err(e) = sent {
                 tracing::warn!(error = %e, "could not report a VM state; the heartbeat will");
             }
         }

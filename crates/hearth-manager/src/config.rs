@@ -123,6 +123,9 @@ impl ManagerConfig {
                 "vm_lost_after_ms",
                 "max_body_bytes",
                 "max_image_bytes",
+                "secrets_key",
+                "cpu_overcommit",
+                "memory_overcommit",
             ]))
             .merge(Serialized::defaults(flags));
         let config: ManagerConfig = fig

@@ -38,7 +38,8 @@ pub struct NetArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The manager's URL, e.g. http://10.0.0.1:18080
+    /// The manager's URL, e.g. http://10.0.0.1:18080; several, comma-separated, when
+    /// managers share one database (the agent moves on when one cannot be reached)
     #[arg(long, env = "HEARTH_MANAGER_URL")]
     pub manager: String,
     /// A join token from `hearth host join-token` (needed for the first join only)

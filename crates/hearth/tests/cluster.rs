@@ -376,3 +376,120 @@ fn labels_place_vms_and_a_drain_moves_what_can_move() {
         env.ok(&["vm", "delete", vm]);
     }
 }
+
+/// A fresh database on the suite's PostgreSQL (`make test` starts it).
+fn fresh_postgres_url() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("HEARTH_TEST_POSTGRES_URL").expect(
+        "HEARTH_TEST_POSTGRES_URL is not set: run the suite with `make test`, which starts a \
+         PostgreSQL server for it",
+    );
+    let name = format!("hearth_test_{}", hearth_types::new_id().replace('-', ""));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// `hearth manager` alone, on a shared database.
+fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
+    std::fs::create_dir_all(data).unwrap();
+    let p = Proc(
+        std::process::Command::new(common::BIN)
+            .args([
+                "manager",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                db,
+            ])
+            .env("HEARTH_ADMIN_PASSWORD", password)
+            .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
+            .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(data.with_extension("log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("a manager to answer", Duration::from_secs(60), || {
+        common::http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    p
+}
+
+#[test]
+fn two_managers_share_one_database_and_an_agent_outlives_one() {
+    let root = tempfile::tempdir().unwrap();
+    let db = fresh_postgres_url();
+    let agent_dir = root.path().join("agent");
+    let _reap = ReapAgentVms(agent_dir.clone());
+    let (p1, p2) = (free_port(), free_port());
+    let m1 = start_manager(&root.path().join("m1"), p1, &db, "two-managers");
+    let _m2 = start_manager(&root.path().join("m2"), p2, &db, "two-managers");
+    let login = |port: u16| {
+        let env = Env {
+            home: tempfile::tempdir().unwrap(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        assert!(env
+            .with_stdin(&["login", "--password-stdin"], "two-managers\n")
+            .status
+            .success());
+        env
+    };
+    let (e1, e2) = (login(p1), login(p2));
+
+    // A token from one manager; the agent knows both.
+    let token = e1.ok(&["host", "join-token"]).trim().to_string();
+    let managers = format!("{},{}", e1.url, e2.url);
+    let _agent = start_agent(
+        &Env {
+            home: tempfile::tempdir().unwrap(),
+            url: managers,
+        },
+        &agent_dir,
+        Some(&token),
+    );
+    let host = joined_host(&e2, &agent_dir);
+
+    // Made through one manager, used through the other.
+    let vm = e1.json(&[
+        "vm",
+        "create",
+        "mm1",
+        "--disk",
+        "0",
+        "--wait",
+        "--timeout",
+        "200",
+    ]);
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(vm["host_id"], host.as_str());
+    assert_eq!(hostname_in(&e2, "mm1").trim(), "mm1");
+
+    // The first manager dies: the other serves, and the agent heartbeats to it, so its host
+    // never goes down.
+    kill9(m1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(host_status(&e2, &host), "up");
+    assert_eq!(vm_state(&e2, "mm1"), "running");
+    assert_eq!(hostname_in(&e2, "mm1").trim(), "mm1");
+    let stopped = e2.json(&["vm", "stop", "mm1"]);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    e2.ok(&["vm", "delete", "mm1"]);
+    assert!(!e2.ok(&["vm", "list"]).contains("mm1"));
+}
