@@ -153,6 +153,77 @@ async fn the_agent_refuses_callers_without_its_token() {
     t.shutdown().await;
 }
 
+#[tokio::test]
+async fn one_agent_cannot_act_as_another_host() {
+    use hearth_agent_api::{pb, with_bearer, RegistryClient};
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let token = t.join_token().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a1 = hearth_agent::start(agent_config(&t, d1.path(), Some(token.clone())))
+        .await
+        .unwrap();
+    let a2 = hearth_agent::start(agent_config(&t, d2.path(), Some(token)))
+        .await
+        .unwrap();
+    let secret2 = hearth_agent::Identity::load_or_new(d2.path())
+        .unwrap()
+        .host_secret;
+    let mut registry = RegistryClient::connect(t.url.clone()).await.unwrap();
+    // Host 2's secret does not speak for host 1: not its heartbeat, nor its VMs.
+    let err = registry
+        .heartbeat(with_bearer(
+            pb::HeartbeatRequest {
+                host_id: a1.host_id.clone(),
+                info: None,
+                vms: vec![],
+            },
+            &secret2,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let err = registry
+        .report_vm(with_bearer(
+            pb::ReportVmRequest {
+                host_id: a1.host_id.clone(),
+                vm: Some(pb::VmStatus {
+                    id: "x".into(),
+                    state: "failed".into(),
+                    ..Default::default()
+                }),
+            },
+            &secret2,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    // Registering as host 1 with host 2's secret and no token is refused too.
+    let err = registry
+        .register(pb::RegisterRequest {
+            host_id: a1.host_id.clone(),
+            host_secret: secret2,
+            address: "http://127.0.0.1:1".into(),
+            info: Some(pb::HostInfo::default()),
+            agent_token: "t".repeat(40),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+        "{err}"
+    );
+    // Host 1 is as it was.
+    let (_, h) = t.get(&format!("/v1/hosts/{}", a1.host_id)).await;
+    assert_ne!(h["address"], "http://127.0.0.1:1", "{h}");
+    a1.shutdown().await;
+    a2.shutdown().await;
+    t.shutdown().await;
+}
+
 on_both_databases!(cordon_uncordon_remove, |db| async move {
     let t = TestApp::spawn(db).await;
     let dir = tempfile::tempdir().unwrap();
