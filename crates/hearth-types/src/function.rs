@@ -78,7 +78,7 @@ pub struct CreateFunction {
     /// `native`.
     #[serde(default)]
     pub mode: Option<FnMode>,
-    /// 64–4096 (default 128).
+    /// 128–4096 (default 128).
     #[serde(default)]
     pub memory_mib: Option<u64>,
     /// 1–900 (default 30).

@@ -174,7 +174,7 @@ pub struct CreateVm {
     /// 1–64 (default 1).
     #[serde(default)]
     pub vcpus: Option<u32>,
-    /// 64–1048576 (default 256).
+    /// 128–1048576 (default 256).
     #[serde(default)]
     pub memory_mib: Option<u64>,
     /// The VM's own disk, keeping changes to its root filesystem across restarts and in

@@ -194,7 +194,7 @@ function CreateFunction({ open, onClose }: { open: boolean; onClose: () => void 
           <input
             name="memory_mib"
             type="number"
-            min={64}
+            min={128}
             step={64}
             value={memory}
             onChange={(e) => setMemory(Number(e.target.value))}

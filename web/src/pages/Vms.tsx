@@ -170,7 +170,7 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
           <input
             name="memory_mib"
             type="number"
-            min={64}
+            min={128}
             step={64}
             value={form.memory_mib}
             onChange={set("memory_mib")}

@@ -127,8 +127,9 @@ fn set_code(f: &mut FunctionRecord, bytes: &[u8]) {
 /// Checks the numbers of a function, in place.
 fn check(f: &FunctionRecord) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
-    if !(64..=4096).contains(&f.memory_mib) {
-        return bad(format!("memory_mib must be 64–4096, got {}", f.memory_mib));
+    // Below 128 MiB the guest does not boot.
+    if !(128..=4096).contains(&f.memory_mib) {
+        return bad(format!("memory_mib must be 128–4096, got {}", f.memory_mib));
     }
     if !(1..=900).contains(&f.timeout_s) {
         return bad(format!("timeout_s must be 1–900, got {}", f.timeout_s));

@@ -28,7 +28,8 @@ use crate::error::{ApiError, ApiResult};
 pub const DEFAULT_IMAGE: &str = "default";
 const MAX_VCPUS: u32 = 64;
 const MAX_MEMORY_MIB: u64 = 1024 * 1024;
-const MIN_MEMORY_MIB: u64 = 64;
+/// The guest kernel and its initramfs do not boot in less (64 MiB panics).
+const MIN_MEMORY_MIB: u64 = 128;
 pub(crate) const DEFAULT_VCPUS: u32 = 1;
 pub(crate) const DEFAULT_MEMORY_MIB: u64 = 256;
 const DEFAULT_DISK_MIB: u64 = 1024;
