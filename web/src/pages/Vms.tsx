@@ -125,6 +125,7 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
     vcpus: 1,
     memory_mib: 256,
     network: "",
+    host_labels: "",
   });
   const set = (k: keyof typeof form) => (e: { target: { value: string } }) =>
     setForm({ ...form, [k]: typeof form[k] === "number" ? Number(e.target.value) : e.target.value });
@@ -135,6 +136,12 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
       onClose={onClose}
       submit="Create"
       onSubmit={async () => {
+        const host_labels: Record<string, string> = {};
+        for (const kv of form.host_labels.split(",").map((s) => s.trim()).filter(Boolean)) {
+          const at = kv.indexOf("=");
+          if (at < 1) throw new Error(`host label ${JSON.stringify(kv)}: write KEY=VALUE`);
+          host_labels[kv.slice(0, at)] = kv.slice(at + 1);
+        }
         const vm = await unwrap(
           client.POST("/v1/vms", {
             body: {
@@ -143,6 +150,7 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
               vcpus: form.vcpus,
               memory_mib: form.memory_mib,
               network: form.network || undefined,
+              host_labels,
             },
           }),
         );
@@ -189,6 +197,9 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
           ))}
         </select>
       </Field>
+      <Field label="Host labels" hint="KEY=VALUE, comma-separated: only hosts with every one of them.">
+        <input name="host_labels" value={form.host_labels} onChange={set("host_labels")} placeholder="zone=a" />
+      </Field>
       {images.isError && <ErrorBox error={images.error} />}
     </FormModal>
   );
@@ -233,7 +244,18 @@ export function VmDetail() {
                 {v.accelerator ? ` (${v.accelerator})` : ""}
               </dd>
               <dt>Host</dt>
-              <dd>{v.host_id ?? "—"}</dd>
+              <dd>
+                {v.host_id ?? "—"}
+                {Object.keys(v.host_labels ?? {}).length > 0 && (
+                  <small>
+                    {" "}
+                    labels{" "}
+                    {Object.entries(v.host_labels)
+                      .map(([k, l]) => `${k}=${l}`)
+                      .join(", ")}
+                  </small>
+                )}
+              </dd>
               <dt>Booted in</dt>
               <dd>{v.boot_ms != null ? `${v.boot_ms} ms` : "—"}</dd>
             </dl>
