@@ -129,11 +129,7 @@ fn ip(args: &[&str]) -> bool {
     } else {
         ("/sbin/ip", &[])
     };
-    std::process::Command::new(program)
-        .args(lead)
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::reaper::run(std::process::Command::new(program).args(lead).args(args))
 }
 
 /// The `ip` steps that bring eth0 up with `address` (with its prefix) and, given one, a

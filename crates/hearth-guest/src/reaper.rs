@@ -16,12 +16,15 @@ struct Table {
 }
 
 static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
+/// Whether the reaping thread runs (before it does, children are waited for directly).
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn table() -> &'static Mutex<Table> {
     TABLE.get_or_init(Default::default)
 }
 
 pub fn start(_pid1: bool) {
+    STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
     std::thread::spawn(|| loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(status) => {
@@ -58,4 +61,20 @@ pub fn watch(pid: i32) -> Receiver<WaitStatus> {
         }
     }
     rx
+}
+
+/// Runs `cmd` to its end; true when it exits with 0. Its status comes from the reaping
+/// thread once that runs: `Command::status` would race its `waitpid(-1)` and lose the
+/// child (ECHILD), failing a command that worked.
+pub fn run(cmd: &mut std::process::Command) -> bool {
+    let Ok(mut child) = cmd.spawn() else {
+        return false;
+    };
+    if !STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return child.wait().is_ok_and(|s| s.success());
+    }
+    matches!(
+        watch(child.id() as i32).recv(),
+        Ok(WaitStatus::Exited(_, 0))
+    )
 }
