@@ -234,7 +234,7 @@ impl Agent for AgentService {
             .header
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first message must name the image"))?;
-        let format: crate::image::oci::Format =
+        let format: crate::image::imported::Upload =
             h.format.parse().map_err(Status::invalid_argument)?;
         hearth_types::vm::check_user_image_name(&h.name).map_err(Status::invalid_argument)?;
         if h.size_bytes > MAX_IMAGE_UPLOAD {

@@ -217,6 +217,15 @@ async fn round_trips(
     .await?
 }
 
+/// Kills the QEMUs left in an agent's run dirs when dropped.
+struct ReapVms(std::path::PathBuf);
+
+impl Drop for ReapVms {
+    fn drop(&mut self) {
+        hearth_agent::vm::reap_leftovers(&self.0);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("HEARTH_BENCH_RUNS")
@@ -254,6 +263,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "tcg".into())
         .parse()
         .map_err(anyhow::Error::msg)?;
+    // VMs outlive their agent: whatever way this ends, none is left running.
+    let _reap = ReapVms(dir.path().join("agent").join("run").join("vms"));
     let agent = hearth_agent::start(hearth_agent::AgentConfig {
         manager_url: url.clone(),
         join_token: Some(token.token.into()),

@@ -372,3 +372,72 @@ async fn a_debian_image_builds_with_its_packages_and_boots() {
     host.shutdown().await;
     t.shutdown().await;
 }
+
+/// A kernel, an initramfs and an ext4 root filesystem, each imported as a file: the kernel
+/// and the initramfs boot with the default image's other part, the ext4 as a root
+/// filesystem; a file that is not what it claims is refused and leaves nothing.
+#[tokio::test]
+async fn a_kernel_an_initramfs_and_an_ext4_file_import_and_boot() {
+    let t = TestApp::spawn(common::Db::Sqlite).await;
+    let host = start_host(&t, AgentConfig::DEFAULT_BOOT_TIMEOUT).await;
+    let (kernel, version) = hearth_agent::image::initramfs::host_kernel().unwrap();
+    let default =
+        hearth_agent::image::initramfs::build_default(&common::shared_images_dir()).unwrap();
+
+    for (query, says) in [
+        ("name=k0&format=kernel", "not a Linux kernel"),
+        ("name=i0&format=initrd", "not an initramfs"),
+        ("name=e0&format=ext4", "not an ext4"),
+    ] {
+        let (s, b) = upload(&t, query, b"junk".repeat(1000)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {b}");
+        let msg = b["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{query}: {msg}");
+    }
+    let left: Vec<_> = std::fs::read_dir(host.dir.path().join("imported-images"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused import left {left:?}");
+
+    let (s, k) = upload(&t, "name=k1&format=kernel", std::fs::read(&kernel).unwrap()).await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let (s, i) = upload(
+        &t,
+        "name=i1&format=initrd",
+        std::fs::read(&default.initrd).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{i}");
+    // An ext4 file: the one a rootfs-tar import of the test's busybox layer makes.
+    let (base, _) = test_image();
+    let (s, b) = upload(&t, "name=tree&format=rootfs-tar", base).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let ext4 = std::fs::read(host.dir.path().join("imported-images/tree/rootfs.ext4")).unwrap();
+    let (s, e) = upload(&t, "name=e1&format=ext4", ext4).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(e["kind"], "rootfs", "{e}");
+
+    for (vm, image) in [("vk", "k1"), ("vi", "i1"), ("ve", "e1")] {
+        let (s, b) = t
+            .post(
+                "/v1/vms",
+                json!({"name": vm, "image": image, "disk_mib": 0}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    for vm in ["vk", "vi", "ve"] {
+        wait_vm(&t, vm, "running").await;
+    }
+    assert_eq!(sh(&t, "vk", "uname -r").await.trim(), version);
+    assert_eq!(sh(&t, "vi", "hostname").await.trim(), "vi");
+    assert_eq!(sh(&t, "ve", "ls /bin/busybox").await.trim(), "/bin/busybox");
+    for vm in ["vk", "vi", "ve"] {
+        assert_eq!(
+            t.delete(&format!("/v1/vms/{vm}")).await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    host.shutdown().await;
+    t.shutdown().await;
+}

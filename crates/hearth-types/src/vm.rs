@@ -367,7 +367,9 @@ pub struct ImportImage {
     pub name: String,
     /// `oci` (default): an OCI image layout or a `docker save` archive, as a tar; its
     /// entrypoint, cmd, env and working dir run at every boot. `rootfs-tar`: a tar of a
-    /// root filesystem.
+    /// root filesystem. `ext4`: a root filesystem image. `kernel` (a bzImage or vmlinux)
+    /// or `initrd` (an initramfs that starts `hearth-guest` as init): the image boots it
+    /// with the default image's other part.
     pub format: Option<String>,
     /// The body's SHA-256 (hex); the upload is refused when it differs.
     pub sha256: Option<String>,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::App;
 use crate::error::{ApiError, ApiResult};
 
-const FORMATS: [&str; 2] = ["oci", "rootfs-tar"];
+const FORMATS: [&str; 5] = ["oci", "rootfs-tar", "ext4", "kernel", "initrd"];
 const CHUNK: usize = 1 << 20;
 
 impl App {
@@ -29,7 +29,7 @@ impl App {
         let format = q.format.unwrap_or_else(|| "oci".into());
         if !FORMATS.contains(&format.as_str()) {
             return Err(ApiError::bad_request(format!(
-                "format must be oci or rootfs-tar, got {format:?}"
+                "format must be oci, rootfs-tar, ext4, kernel or initrd, got {format:?}"
             )));
         }
         let want = q.sha256.map(|s| s.to_ascii_lowercase());

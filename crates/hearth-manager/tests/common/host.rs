@@ -18,10 +18,12 @@ impl Drop for Reaper {
     }
 }
 
+// Fields drop in order: the reaper must read the run dirs before the temp dir goes (VMs
+// outlive their agent, so nothing else would kill them).
 pub struct Host {
+    _reaper: Reaper,
     pub agent: Option<RunningAgent>,
     pub dir: tempfile::TempDir,
-    _reaper: Reaper,
 }
 
 impl Host {

@@ -164,6 +164,17 @@ pub enum ImageCmd {
         #[arg(long)]
         name: String,
     },
+    /// Import a file as an image: a root filesystem (`--kind rootfs`: an ext4 image, or a
+    /// tar of the tree), or a kernel or an initramfs booted with the default image's other
+    /// part (`--kind kernel|initrd`)
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+        /// rootfs, kernel or initrd
+        #[arg(long, default_value = "rootfs")]
+        kind: String,
+    },
     /// An image build's state on each host
     BuildStatus {
         name: String,
@@ -250,6 +261,15 @@ async fn build_debian(
 }
 
 /// Uploads `path` (a tar, or a directory tarred first) as image `name` in `format`.
+/// Whether `file` holds an ext2/3/4 file system (its superblock's magic).
+fn is_ext4(file: &std::path::Path) -> anyhow::Result<bool> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut magic = [0u8; 2];
+    f.seek(std::io::SeekFrom::Start(1080))?;
+    Ok(f.read_exact(&mut magic).is_ok() && magic == [0x53, 0xef])
+}
+
 async fn import_image(
     client: &Client,
     path: &std::path::Path,
@@ -797,6 +817,17 @@ pub async fn image(client: Client, cmd: ImageCmd, json_out: bool) -> anyhow::Res
         }
         ImageCmd::ImportOci { path, name } => {
             import_image(&client, &path, &name, "oci", json_out).await?
+        }
+        ImageCmd::Import { file, name, kind } => {
+            anyhow::ensure!(file.is_file(), "{} is not a file", file.display());
+            let format = match kind.as_str() {
+                "kernel" | "initrd" => kind.as_str(),
+                // An ext4 image, or else a tar of a tree.
+                "rootfs" if is_ext4(&file)? => "ext4",
+                "rootfs" => "rootfs-tar",
+                other => anyhow::bail!("--kind is rootfs, kernel or initrd, not {other:?}"),
+            };
+            import_image(&client, &file, &name, format, json_out).await?
         }
         ImageCmd::Build {
             base,
