@@ -468,9 +468,9 @@ fn cli_runs_a_vm_from_create_to_delete() {
         "--code",
         code.to_str().unwrap(),
         "--memory",
-        "96",
+        "192",
     ]);
-    assert_eq!(f["memory_mib"], 96);
+    assert_eq!(f["memory_mib"], 192);
     assert!(env.ok(&["fn", "logs", "hello"]).contains("saw"));
     // `fn logs --follow` prints an invocation that finishes after it started.
     let mut follow = Proc(
@@ -512,7 +512,7 @@ fn cli_runs_a_vm_from_create_to_delete() {
     });
     assert_eq!(env.json(&["fn", "invocation", &id])["output"]["echo"], 7);
     assert_eq!(env.json(&["fn", "publish", "hello"])["version"], 1);
-    assert!(env.ok(&["fn", "versions", "hello"]).contains("96 MiB"));
+    assert!(env.ok(&["fn", "versions", "hello"]).contains("192 MiB"));
     env.ok(&["fn", "alias", "set", "hello", "live", "--version", "1"]);
     assert!(env
         .ok(&["fn", "alias", "list", "hello"])
