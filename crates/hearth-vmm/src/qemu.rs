@@ -304,8 +304,7 @@ impl Hypervisor for Qemu {
         let Ok(pidfd) = Pidfd::open(pid) else {
             return Ok(None);
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(&*run_dir.to_string_lossy()) {
+        if !runs_in(pid, run_dir) {
             return Ok(None);
         }
         let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
@@ -442,6 +441,13 @@ impl Hypervisor for Qemu {
             }),
         })
     }
+}
+
+/// Whether process `pid` is the QEMU of `run_dir`: its command line names the run dir (a
+/// PID read from a pid file may have been reused by anything since).
+pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(&*run_dir.to_string_lossy())
 }
 
 /// A process file descriptor (pidfd_open(2)): readable once the process has exited, and a

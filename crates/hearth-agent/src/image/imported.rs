@@ -57,7 +57,18 @@ impl Part {
         }
     }
 
-    /// Whether `head` (the file's first 2 KiB) looks like this part, or why not.
+    /// Whether the file at `path` looks like this part (by its first bytes), or why not.
+    pub fn check_file(self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(path)
+            .with_context(|| format!("opening {}", path.display()))?
+            .take(2048)
+            .read_to_end(&mut head)?;
+        self.check(&head).map_err(anyhow::Error::msg)
+    }
+
+    /// Whether `head` (a file's first 2 KiB) looks like this part, or why not.
     fn check(self, head: &[u8]) -> Result<(), String> {
         let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
         let ok = match self {
@@ -160,15 +171,10 @@ fn install_part(
     dir: &Path,
     images: &Images,
 ) -> anyhow::Result<BootImage> {
-    use std::io::Read;
     let base = images
         .get("default")
         .context("this host has no default image to take the other parts from")?;
-    let mut head = Vec::new();
-    std::fs::File::open(upload)?
-        .take(2048)
-        .read_to_end(&mut head)?;
-    part.check(&head).map_err(anyhow::Error::msg)?;
+    part.check_file(upload)?;
     let work = dir.join(format!(".work-{name}-{}", hearth_types::short_suffix()));
     let res = (|| {
         std::fs::create_dir_all(&work)?;

@@ -354,9 +354,7 @@ fn reap(dir: &Path) {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
     {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let needle = dir.display().to_string();
-        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+        if hearth_vmm::qemu::runs_in(pid, dir) {
             tracing::warn!(pid, dir = %dir.display(), "killing a VM left by a previous agent run");
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),

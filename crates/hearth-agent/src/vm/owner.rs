@@ -437,23 +437,9 @@ impl Owner {
             Accel::Tcg
         };
         let launched = adopted.launched;
-        let mut forwards = BTreeMap::new();
-        if let Some(nic) = &self.spec.nic {
-            for (_, host_port, guest_port) in &self.spec.ports {
-                match self
-                    .host
-                    .net
-                    .forward(*host_port, (nic.ip, *guest_port).into())
-                    .await
-                {
-                    Ok(f) => {
-                        forwards.insert(*host_port, f);
-                    }
-                    Err(e) => {
-                        tracing::warn!(vm = %self.spec.id, port = host_port, error = %e, "a port forward could not be made again")
-                    }
-                }
-            }
+        let (forwards, failed) = self.make_forwards().await;
+        for (port, e) in failed {
+            tracing::warn!(vm = %self.spec.id, port, error = %e, "a port forward could not be made again");
         }
         self.config = self.config_for(&self.spec, None).ok().map(|mut c| {
             c.accel = accel;
@@ -483,6 +469,29 @@ impl Owner {
             self.reconnecting = true;
             self.connect_guest(false);
         }
+    }
+
+    /// On a managed network, the agent's own forwards of the VM's ports into its guest
+    /// (QEMU forwards them on user networking), and each port that could not be taken, with
+    /// why.
+    async fn make_forwards(&self) -> (BTreeMap<u16, Forward>, Vec<(u16, String)>) {
+        let (mut made, mut failed) = (BTreeMap::new(), Vec::new());
+        if let Some(nic) = &self.spec.nic {
+            for (_, host_port, guest_port) in &self.spec.ports {
+                match self
+                    .host
+                    .net
+                    .forward(*host_port, (nic.ip, *guest_port).into())
+                    .await
+                {
+                    Ok(f) => {
+                        made.insert(*host_port, f);
+                    }
+                    Err(e) => failed.push((*host_port, e)),
+                }
+            }
+        }
+        (made, failed)
     }
 
     /// Records the run, for a restarted agent to take over.
@@ -724,25 +733,12 @@ impl Owner {
                 return Ok(self.status.borrow().clone());
             }
         };
-        // On a managed network the agent forwards the ports (QEMU does on user networking).
-        let mut forwards = BTreeMap::new();
-        if let Some(nic) = &self.spec.nic {
-            for (_, host_port, guest_port) in &self.spec.ports {
-                match self
-                    .host
-                    .net
-                    .forward(*host_port, (nic.ip, *guest_port).into())
-                    .await
-                {
-                    Ok(f) => forwards.insert(*host_port, f),
-                    Err(e) => {
-                        launched.control.kill();
-                        let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
-                        self.set(VmState::Failed, Some(e));
-                        return Ok(self.status.borrow().clone());
-                    }
-                };
-            }
+        let (forwards, failed) = self.make_forwards().await;
+        if let Some((_, e)) = failed.into_iter().next() {
+            launched.control.kill();
+            let _ = tokio::time::timeout(KILL_WAIT, launched.exit).await;
+            self.set(VmState::Failed, Some(e));
+            return Ok(self.status.borrow().clone());
         }
         self.status.send_modify(|s| {
             s.pid = launched.pid;

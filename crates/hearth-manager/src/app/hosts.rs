@@ -107,15 +107,21 @@ impl App {
 
     /// The hosts that are `down`, with how long each has been silent.
     pub(crate) async fn silent_hosts(&self) -> ApiResult<HashMap<String, i64>> {
-        let mut out = HashMap::new();
+        Ok(self
+            .host_records()
+            .await?
+            .iter()
+            .filter_map(|h| Some((h.id.clone(), self.silent_for_ms(h)?)))
+            .collect())
+    }
+
+    /// Every host's record, page by page.
+    async fn host_records(&self) -> ApiResult<Vec<HostRecord>> {
+        let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let p = self.store().list_hosts(cursor.as_deref(), 1000).await?;
-            for h in &p.items {
-                if let Some(ms) = self.silent_for_ms(h) {
-                    out.insert(h.id.clone(), ms);
-                }
-            }
+            out.extend(p.items);
             match p.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => return Ok(out),
@@ -212,19 +218,15 @@ impl App {
     /// All hosts with what they report and have allocated, for placement.
     pub(crate) async fn hosts_for_placement(&self) -> ApiResult<Vec<Host>> {
         let alloc = self.allocations().await?;
-        let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let p = self.store().list_hosts(cursor.as_deref(), 1000).await?;
-            for h in p.items {
+        Ok(self
+            .host_records()
+            .await?
+            .into_iter()
+            .map(|h| {
                 let a = alloc.get(&h.id).copied().unwrap_or_default();
-                out.push(self.host_view(h, a));
-            }
-            match p.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
-            }
-        }
+                self.host_view(h, a)
+            })
+            .collect())
     }
 
     pub async fn remove_host(&self, id_or_name: &str) -> ApiResult<()> {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use futures_util::{SinkExt, StreamExt};
+use hearth_agent::image::imported::Part;
 use hearth_types::api::Page;
 use hearth_types::vm::{ExecResult, Image, ImageBuild, Vm, VmMetrics};
 use serde_json::json;
@@ -261,15 +262,6 @@ async fn build_debian(
 }
 
 /// Uploads `path` (a tar, or a directory tarred first) as image `name` in `format`.
-/// Whether `file` holds an ext2/3/4 file system (its superblock's magic).
-fn is_ext4(file: &std::path::Path) -> anyhow::Result<bool> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut magic = [0u8; 2];
-    f.seek(std::io::SeekFrom::Start(1080))?;
-    Ok(f.read_exact(&mut magic).is_ok() && magic == [0x53, 0xef])
-}
-
 async fn import_image(
     client: &Client,
     path: &std::path::Path,
@@ -823,7 +815,7 @@ pub async fn image(client: Client, cmd: ImageCmd, json_out: bool) -> anyhow::Res
             let format = match kind.as_str() {
                 "kernel" | "initrd" => kind.as_str(),
                 // An ext4 image, or else a tar of a tree.
-                "rootfs" if is_ext4(&file)? => "ext4",
+                "rootfs" if Part::Rootfs.check_file(&file).is_ok() => "ext4",
                 "rootfs" => "rootfs-tar",
                 other => anyhow::bail!("--kind is rootfs, kernel or initrd, not {other:?}"),
             };
