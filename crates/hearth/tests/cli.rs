@@ -196,7 +196,7 @@ fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
         home: tempfile::tempdir().unwrap(),
         url: format!("http://127.0.0.1:{port}"),
     };
-    let _reap = ReapVms(data.clone());
+    let _reap = ReapVms(data.join("agent"));
     let host_id = {
         let _up = start_up(&data, port, Some("restart-password"));
         assert!(env
@@ -260,7 +260,7 @@ fn openapi_command_prints_the_document() {
 fn cli_runs_a_vm_from_create_to_delete() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let _reap = ReapVms(data.clone());
+    let _reap = ReapVms(data.join("agent"));
     let port = free_port();
     let _up = start_up(&data, port, Some("vm-password"));
     let env = Env {

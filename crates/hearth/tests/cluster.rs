@@ -10,22 +10,13 @@
 //!
 //! Every process started here is killed by PID when the test ends, pass or fail.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 mod common;
 
 use common::{free_port, start_up, wait_for, Env, Proc, ReapVms};
-
-/// Kills the QEMUs an agent process left in its data dir, even when the test panics.
-struct ReapAgentVms(PathBuf);
-
-impl Drop for ReapAgentVms {
-    fn drop(&mut self) {
-        hearth_agent::vm::reap_leftovers(&self.0.join("run").join("vms"));
-    }
-}
 
 fn start_agent(env: &Env, dir: &Path, token: Option<&str>) -> Proc {
     start_agent_with(env, dir, token, &[])
@@ -108,9 +99,9 @@ fn hostname_in(env: &Env, vm: &str) -> String {
 fn vms_survive_their_agent_and_a_lost_host_comes_back() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let _reap_up = ReapVms(data.clone());
+    let _reap_up = ReapVms(data.join("agent"));
     let agent_dir = root.path().join("agent1");
-    let _reap_agent = ReapAgentVms(agent_dir.clone());
+    let _reap_agent = ReapVms(agent_dir.clone());
     let port = free_port();
     let _up = start_up(&data, port, Some("survival-password"));
     let env = Env {
@@ -123,15 +114,7 @@ fn vms_survive_their_agent_and_a_lost_host_comes_back() {
         .success());
     let token = env.ok(&["host", "join-token"]).trim().to_string();
     let agent = start_agent(&env, &agent_dir, Some(&token));
-    wait_for("the agent's identity", Duration::from_secs(60), || {
-        agent_dir.join("identity.json").exists()
-    });
-    let identity: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(agent_dir.join("identity.json")).unwrap()).unwrap();
-    let host = identity["host_id"].as_str().unwrap().to_string();
-    wait_for("the agent's host up", Duration::from_secs(60), || {
-        host_status(&env, &host) == "up"
-    });
+    let host = joined_host(&env, &agent_dir);
 
     let vm = env.json(&[
         "vm",
@@ -264,10 +247,10 @@ fn joined_host(env: &Env, dir: &Path) -> String {
 fn labels_place_vms_and_a_drain_moves_what_can_move() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let _reap_up = ReapVms(data.clone());
+    let _reap_up = ReapVms(data.join("agent"));
     let (dir_a, dir_b) = (root.path().join("a"), root.path().join("b"));
-    let _reap_a = ReapAgentVms(dir_a.clone());
-    let _reap_b = ReapAgentVms(dir_b.clone());
+    let _reap_a = ReapVms(dir_a.clone());
+    let _reap_b = ReapVms(dir_b.clone());
     let port = free_port();
     let _up = start_up(&data, port, Some("drain-password"));
     let env = Env {
@@ -436,7 +419,7 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     let root = tempfile::tempdir().unwrap();
     let db = fresh_postgres_url();
     let agent_dir = root.path().join("agent");
-    let _reap = ReapAgentVms(agent_dir.clone());
+    let _reap = ReapVms(agent_dir.clone());
     let (p1, p2) = (free_port(), free_port());
     let m1 = start_manager(&root.path().join("m1"), p1, &db, "two-managers");
     let _m2 = start_manager(&root.path().join("m2"), p2, &db, "two-managers");

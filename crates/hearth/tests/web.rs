@@ -20,7 +20,7 @@ fn console_in_a_real_browser() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let port = free_port();
-    let _reap = ReapVms(data.clone());
+    let _reap = ReapVms(data.join("agent"));
     let _up = start_up(&data, port, Some("console-e2e-pass"));
     let page = http_get(port, "/").unwrap();
     assert!(

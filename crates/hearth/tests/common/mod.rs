@@ -30,12 +30,13 @@ impl Drop for Proc {
     }
 }
 
-/// Kills any QEMU a `hearth up` in `data` left behind, even when a test panics.
+/// Kills any QEMU the agent with this data dir left behind (VMs outlive their agent), even
+/// when a test panics. A `hearth up` in `DATA` has its agent in `DATA/agent`.
 pub struct ReapVms(pub PathBuf);
 
 impl Drop for ReapVms {
     fn drop(&mut self) {
-        hearth_agent::vm::reap_leftovers(&self.0.join("agent").join("run").join("vms"));
+        hearth_agent::vm::reap_leftovers(&self.0.join("run").join("vms"));
     }
 }
 
