@@ -4,6 +4,8 @@
 //! The proto file is the contract; read it first. Conversions live here so neither side
 //! hand-maps fields.
 
+pub mod tls;
+
 pub mod pb {
     tonic::include_proto!("hearth.agent.v1");
 }

@@ -12,6 +12,7 @@ pub mod host_info;
 pub mod identity;
 pub mod image;
 pub mod net;
+pub mod manager_ca;
 mod registration;
 pub mod runtimes;
 mod service;
@@ -44,8 +45,12 @@ pub struct AgentConfig {
     pub images_dir: Option<PathBuf>,
     /// Where the RPC API listens. Port 0 picks a free one.
     pub listen: SocketAddr,
-    /// The URL the manager should use to reach this agent; defaults to `http://<listen>`.
+    /// The URL the manager should use to reach this agent; defaults to `https://<listen>`.
+    /// The agent always serves TLS, with a certificate the manager issues it at joining.
     pub advertise: Option<String>,
+    /// The CA a manager serving TLS chains to; without it, the join token's fingerprint
+    /// pins the CA fetched from the manager (see [`manager_ca`]).
+    pub manager_ca: Option<PathBuf>,
     /// How long a guest may take from launch to its agent answering.
     pub boot_timeout: std::time::Duration,
     pub accel: accel::AccelMode,
@@ -111,7 +116,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let advertise = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("https://{addr}"));
+    anyhow::ensure!(
+        advertise.starts_with("https://"),
+        "--advertise {advertise:?} must be an https URL: the agent serves TLS"
+    );
+    let manager_ca = manager_ca::trust(&config).await?;
 
     let mut identity = Identity::load_or_new(&config.data_dir)?;
     let images = Images::default();
@@ -171,13 +181,20 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         config.labels.clone().into_iter().collect(),
     );
     let cancel = CancellationToken::new();
+    let key = hearth_agent_api::tls::AgentKey::generate()?;
     let registrar = Arc::new(registration::Registrar::new(
         &config,
         advertise,
         info.clone(),
         vms.clone(),
+        key.csr_pem(&identity.host_id)?,
+        manager_ca.as_deref(),
     )?);
-    let interval = registrar.register(&mut identity, &cancel).await?;
+    let joined = registrar.register(&mut identity, &cancel).await?;
+    let interval = joined.interval;
+    let server_tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&joined.cert_pem, key.key_pem()),
+    );
     let host_id = identity.host_id.clone();
     tracing::info!(%host_id, %addr, "agent joined the manager");
 
@@ -190,10 +207,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         images.clone(),
         imported_dir,
     );
+    let mut server = tonic::transport::Server::builder()
+        .tls_config(server_tls)
+        .context("the agent's TLS set-up")?;
     let serve_cancel = cancel.clone();
     tasks.spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let res = tonic::transport::Server::builder()
+        let res = server
             .add_service(AgentServer::new(service))
             .serve_with_incoming_shutdown(incoming, serve_cancel.cancelled())
             .await;

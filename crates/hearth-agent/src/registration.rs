@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use hearth_agent_api::{pb, with_bearer, RegistryClient};
+use hearth_agent_api::{pb, tls, with_bearer, RegistryClient};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -28,6 +28,8 @@ pub struct Registrar {
     current: std::sync::atomic::AtomicUsize,
     join_token: Option<secrecy::SecretString>,
     advertise: String,
+    /// A request for a certificate for the agent's TLS key, sent with every registration.
+    csr_pem: String,
     probe: HostProbe,
     vms: Vms,
 }
@@ -41,17 +43,24 @@ impl Registrar {
         advertise: String,
         probe: HostProbe,
         vms: Vms,
+        csr_pem: String,
+        manager_ca: Option<&str>,
     ) -> anyhow::Result<Registrar> {
         // One channel per manager for the agent's life: each reconnects by itself when its
         // manager restarts.
         let mut managers = Vec::new();
         for url in config.manager_url.split(',').map(str::trim) {
             let url = url.trim_end_matches('/').to_string();
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                 .with_context(|| format!("invalid manager URL {url:?}"))?
                 .connect_timeout(RPC_TIMEOUT)
-                .timeout(RPC_TIMEOUT)
-                .connect_lazy();
+                .timeout(RPC_TIMEOUT);
+            if let (true, Some(ca)) = (url.starts_with("https://"), manager_ca) {
+                endpoint = endpoint
+                    .tls_config(tls::client_config(ca, None))
+                    .with_context(|| format!("TLS for {url}"))?;
+            }
+            let channel = endpoint.connect_lazy();
             managers.push((url, channel));
         }
         Ok(Registrar {
@@ -59,6 +68,7 @@ impl Registrar {
             current: Default::default(),
             join_token: config.join_token.clone(),
             advertise,
+            csr_pem,
             probe,
             vms,
         })
@@ -102,20 +112,19 @@ impl Registrar {
             .join(", ")
     }
 
-    /// Joins (or re-joins) the manager, saving the identity it issues. Returns the heartbeat
-    /// interval the manager asked for.
+    /// Joins (or re-joins) the manager, saving the identity it issues.
     pub async fn register(
         &self,
         identity: &mut Identity,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<Duration> {
+    ) -> anyhow::Result<Joined> {
         if !identity.joined && self.join_token.is_none() {
             bail!("this agent has not joined a manager yet: pass --join-token (get one with `hearth host join-token`)");
         }
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.try_register(identity).await {
-                Ok(interval) => return Ok(interval),
+                Ok(joined) => return Ok(joined),
                 Err(RegisterError::Refused(msg)) => bail!("the manager refused this agent: {msg}"),
                 Err(RegisterError::Unreachable(e)) => {
                     tracing::warn!(error = %e, managers = %self.manager_urls(), "no manager reachable; retrying");
@@ -129,7 +138,7 @@ impl Registrar {
         }
     }
 
-    async fn try_register(&self, identity: &mut Identity) -> Result<Duration, RegisterError> {
+    async fn try_register(&self, identity: &mut Identity) -> Result<Joined, RegisterError> {
         let req = pb::RegisterRequest {
             join_token: self
                 .join_token
@@ -141,6 +150,7 @@ impl Registrar {
             address: self.advertise.clone(),
             agent_token: identity.agent_token.clone(),
             info: Some(self.probe.report().await),
+            csr_pem: self.csr_pem.clone(),
         };
         match self
             .call(|mut c| {
@@ -156,7 +166,10 @@ impl Registrar {
                         RegisterError::Refused(format!("cannot save identity: {e:#}"))
                     })?;
                 }
-                Ok(interval(resp.heartbeat_interval_ms))
+                Ok(Joined {
+                    interval: interval(resp.heartbeat_interval_ms),
+                    cert_pem: resp.cert_pem,
+                })
             }
             Err(s)
                 if matches!(
@@ -187,8 +200,9 @@ impl Registrar {
                 Ok(next) => every = next,
                 Err(s) if matches!(s.code(), Code::Unauthenticated | Code::NotFound) => {
                     tracing::warn!(error = %s.message(), "the manager no longer knows this host; joining again");
+                    // The certificate served is still good: same key, same name, same CA.
                     match self.register(&mut identity, &cancel).await {
-                        Ok(next) => every = next,
+                        Ok(joined) => every = joined.interval,
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "could not join again")
                         }
@@ -213,6 +227,14 @@ impl Registrar {
             .await?;
         Ok(interval(resp.heartbeat_interval_ms))
     }
+}
+
+/// What a registration gives.
+pub struct Joined {
+    /// How often the manager wants heartbeats.
+    pub interval: Duration,
+    /// The certificate (PEM) the agent serves its API with.
+    pub cert_pem: String,
 }
 
 enum RegisterError {

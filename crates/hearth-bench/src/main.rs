@@ -279,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         )),
         listen: "127.0.0.1:0".parse()?,
         advertise: None,
+        manager_ca: None,
         boot_timeout: Duration::from_secs(300),
         accel: accel_mode,
         manage_networks: netns.is_some(),

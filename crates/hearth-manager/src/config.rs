@@ -40,6 +40,14 @@ pub struct ManagerConfig {
     pub invoke_rate_limit_per_s: u32,
     /// The largest image upload taken (`POST /v1/images`), in bytes.
     pub max_image_bytes: u64,
+    /// Serve HTTPS, with a certificate from the cluster CA. Unset: `hearth manager` does,
+    /// `hearth up` (on loopback, with its agent in-process) does not.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// More names (DNS names or IP addresses) for the manager's certificate, besides
+    /// `localhost`, the host name and the host's addresses.
+    #[serde(default)]
+    pub tls_names: Vec<String>,
 }
 
 /// The defaults, as the first configuration layer.
@@ -93,6 +101,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_names: Vec<String>,
 }
 
 impl ManagerConfig {
@@ -126,6 +138,7 @@ impl ManagerConfig {
                 "secrets_key",
                 "cpu_overcommit",
                 "memory_overcommit",
+                "tls",
             ]))
             .merge(Serialized::defaults(flags));
         let config: ManagerConfig = fig
@@ -160,7 +173,14 @@ impl ManagerConfig {
             secrets_key: None,
             invoke_rate_limit_per_s: d.invoke_rate_limit_per_s,
             max_image_bytes: d.max_image_bytes,
+            tls: Some(false),
+            tls_names: Vec::new(),
         }
+    }
+
+    /// Whether the manager serves HTTPS (`default` when the configuration does not say).
+    pub fn serves_tls(&self) -> bool {
+        self.tls == Some(true)
     }
 
     pub fn database_url(&self) -> String {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 mod registry;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub struct Application {
     app: App,
     /// Where the first admin's password is, when this start created the admin.
     pub admin_password_hint: Option<String>,
+    /// Set when the manager serves HTTPS.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Application {
@@ -46,10 +49,20 @@ impl Application {
         })?;
         let app = App::new(store, config);
         let admin_password_hint = app.bootstrap_admin().await?;
+        app.load_cluster_ca().await?;
+        let ca_file = app.config().data_dir.join("ca.pem");
+        std::fs::write(&ca_file, app.cluster_ca().cert_pem())
+            .with_context(|| format!("writing {}", ca_file.display()))?;
+        let tls = if app.config().serves_tls() {
+            Some(tls::server_config(&app, listener.local_addr()?)?)
+        } else {
+            None
+        };
         Ok(Application {
             listener,
             app,
             admin_password_hint,
+            tls,
         })
     }
 
@@ -60,7 +73,14 @@ impl Application {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
+    }
+
+    /// The file holding the cluster CA's certificate, which clients of a manager serving
+    /// TLS trust (`hearth login --ca-cert`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.app.config().data_dir.join("ca.pem")
     }
 
     pub fn app(&self) -> &App {
@@ -75,9 +95,13 @@ impl Application {
         let janitor = tokio::spawn(janitor(self.app.clone()));
         let pools = tokio::spawn(pool_upkeep(self.app.clone()));
         let router = http::router(self.app.clone());
-        let res = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let res = match self.tls {
+            None => axum::serve(self.listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Some(config) => tls::serve(self.listener, config, router, shutdown).await,
+        };
         janitor.abort();
         pools.abort();
         self.app.store().close().await;

@@ -18,6 +18,7 @@ fn agent_config(t: &TestApp, dir: &std::path::Path, token: Option<String>) -> Ag
         images_dir: Some(common::shared_images_dir()),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
+        manager_ca: None,
         boot_timeout: AgentConfig::DEFAULT_BOOT_TIMEOUT,
         accel: hearth_agent::accel::AccelMode::Tcg,
         manage_networks: false,
@@ -126,29 +127,68 @@ async fn a_bad_join_token_is_refused_with_a_clear_error() {
     t.shutdown().await;
 }
 
+/// Agents serve TLS with a certificate for their own host id, from the cluster CA, and
+/// still want the manager's token on every call. (The manager's own calls over that TLS
+/// are what every VM test makes.)
 #[tokio::test]
-async fn the_agent_refuses_callers_without_its_token() {
+async fn the_agent_serves_tls_for_its_own_name_and_wants_its_token() {
+    use hearth_agent_api::{pb, tls, with_bearer, AgentClient};
+    use tonic::transport::Endpoint;
     let t = TestApp::spawn(common::Db::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let a = hearth_agent::start(agent_config(&t, dir.path(), Some(t.join_token().await)))
         .await
         .unwrap();
-    let mut client = hearth_agent_api::AgentClient::connect(format!("http://{}", a.addr))
+    let (_, h) = t.get(&format!("/v1/hosts/{}", a.host_id)).await;
+    assert_eq!(h["address"], format!("https://{}", a.addr), "{h}");
+    // The CA is public, with no credentials.
+    let ca = reqwest::get(format!("{}/v1/cluster/ca", t.url))
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let channel = |name: Option<String>| {
+        let ep = Endpoint::from_shared(format!("https://{}", a.addr))
+            .unwrap()
+            .tls_config(tls::client_config(&ca, name.as_deref()))
+            .unwrap();
+        async move { ep.connect().await }
+    };
+    // Its own name: the TLS handshake succeeds, and the token is still needed.
+    let mut client = AgentClient::new(
+        channel(Some(tls::agent_server_name(&a.host_id)))
+            .await
+            .unwrap(),
+    );
     let err = client
-        .get_host_info(hearth_agent_api::with_bearer(
-            hearth_agent_api::pb::GetHostInfoRequest {},
-            "wrong",
-        ))
+        .get_host_info(with_bearer(pb::GetHostInfoRequest {}, "wrong"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let err = client
-        .get_host_info(hearth_agent_api::pb::GetHostInfoRequest {})
+        .get_host_info(pb::GetHostInfoRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // Its certificate does not pass for another host's name, nor for its address.
+    let other = channel(Some(tls::agent_server_name("another-host"))).await;
+    assert!(other.is_err(), "a certificate for another host was accepted");
+    let by_ip = channel(None).await;
+    assert!(by_ip.is_err(), "the certificate passed for the bare address");
+    // Plain HTTP/2 gets nowhere.
+    let plain = Endpoint::from_shared(format!("http://{}", a.addr))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let err = AgentClient::new(ch)
+            .get_host_info(pb::GetHostInfoRequest {})
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), tonic::Code::Unauthenticated, "plain HTTP reached the service");
+    }
     a.shutdown().await;
     t.shutdown().await;
 }

@@ -34,7 +34,7 @@ pub use functions::{
 };
 pub use hosts::{HostRecord, NewHost};
 pub use networks::NetworkRecord;
-pub use secrets::SecretRecord;
+pub use secrets::{CaRecord, SecretRecord};
 pub use snapshots::SnapshotRecord;
 pub use templates::TemplateRecord;
 pub use vms::{Observed, VmRecord};

@@ -94,3 +94,49 @@ impl Store {
         Ok(())
     }
 }
+
+/// The cluster CA as stored: its certificate, and its key sealed by the manager.
+#[derive(Debug, Clone)]
+pub struct CaRecord {
+    pub cert_pem: String,
+    /// Base64.
+    pub key_nonce: String,
+    /// Base64.
+    pub key_ciphertext: String,
+}
+
+impl Store {
+    /// The cluster CA, if one was made.
+    pub async fn cluster_ca(&self) -> Result<Option<CaRecord>> {
+        let row =
+            sqlx::query("SELECT cert_pem, key_nonce, key_ciphertext FROM cluster_ca WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(CaRecord {
+                cert_pem: col(&r, "cert_pem")?,
+                key_nonce: col(&r, "key_nonce")?,
+                key_ciphertext: col(&r, "key_ciphertext")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores `ca` unless a CA is there already (another manager made one first); returns
+    /// the one that is stored either way.
+    pub async fn insert_cluster_ca(&self, ca: &CaRecord) -> Result<CaRecord> {
+        sqlx::query(
+            "INSERT INTO cluster_ca (id, cert_pem, key_nonce, key_ciphertext, created_at) \
+             VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&ca.cert_pem)
+        .bind(&ca.key_nonce)
+        .bind(&ca.key_ciphertext)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.cluster_ca()
+            .await?
+            .ok_or_else(|| StoreError::NotFound("the cluster CA just stored".into()))
+    }
+}

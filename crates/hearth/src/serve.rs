@@ -21,6 +21,13 @@ pub struct ServerArgs {
     /// A hearth.toml to read [default: ./hearth.toml when present]
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from the cluster CA [default: true for `manager`,
+    /// false for `up`]
+    #[arg(long, value_name = "BOOL")]
+    pub tls: Option<bool>,
+    /// Another name (DNS name or IP address) for the manager's certificate; repeat it
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
 }
 
 /// An agent's managed networks.
@@ -54,9 +61,14 @@ pub struct AgentArgs {
     /// Address of the agent's RPC API
     #[arg(long, env = "HEARTH_AGENT_LISTEN", default_value = "127.0.0.1:18081")]
     pub listen: SocketAddr,
-    /// The URL the manager should use to reach this agent [default: http://LISTEN]
+    /// The URL the manager should use to reach this agent [default: https://LISTEN]; the
+    /// agent serves TLS with a certificate the manager issues it
     #[arg(long, env = "HEARTH_AGENT_ADVERTISE")]
     pub advertise: Option<String>,
+    /// The cluster CA (PEM) of a manager that serves TLS [default: pinned by the join
+    /// token's fingerprint at the first join, and kept in the data dir]
+    #[arg(long, env = "HEARTH_MANAGER_CA")]
+    pub manager_ca: Option<PathBuf>,
     /// How long a guest may take to boot before its VM is marked failed, in seconds
     #[arg(long, env = "HEARTH_BOOT_TIMEOUT_S", default_value_t = 90)]
     pub boot_timeout_s: u64,
@@ -92,15 +104,20 @@ pub fn init_logging() {
     }
 }
 
-fn manager_config(args: &ServerArgs) -> anyhow::Result<ManagerConfig> {
-    ManagerConfig::load(
+/// The configuration, with TLS on unless it says otherwise when `tls_by_default`.
+fn manager_config(args: &ServerArgs, tls_by_default: bool) -> anyhow::Result<ManagerConfig> {
+    let mut config = ManagerConfig::load(
         args.config.as_deref(),
         &Overrides {
             listen: args.listen,
             data_dir: args.data_dir.clone(),
             database_url: args.database_url.clone(),
+            tls: args.tls,
+            tls_names: args.tls_names.clone(),
         },
-    )
+    )?;
+    config.tls = Some(config.tls.unwrap_or(tls_by_default));
+    Ok(config)
 }
 
 async fn shutdown_signal() {
@@ -123,25 +140,36 @@ fn banner(app: &Application, with_agent: bool) {
             eprintln!("  Created user admin with the password from {p}.")
         }
         Some(p) => eprintln!("  Created user admin; its password is in {p}"),
-        None => eprintln!("  Log in with an existing user: hearth login --url {url}"),
+        None => eprintln!("  Log in with an existing user."),
     }
     if with_agent {
         eprintln!("  A local agent serves this host.");
     }
-    eprintln!("  Next: hearth login --url {url}");
+    let ca = if url.starts_with("https") {
+        format!(" --ca-cert {}", app.ca_file().display())
+    } else {
+        String::new()
+    };
+    eprintln!("  Next: hearth login --url {url}{ca}");
     eprintln!();
 }
 
 pub async fn manager(args: ServerArgs) -> anyhow::Result<()> {
-    let app = Application::build(manager_config(&args)?).await?;
+    let app = Application::build(manager_config(&args, true)?).await?;
     banner(&app, false);
     app.run_until(shutdown_signal()).await
 }
 
 pub async fn up(args: ServerArgs, net: NetArgs) -> anyhow::Result<()> {
-    let config = manager_config(&args)?;
+    let config = manager_config(&args, false)?;
     let agent_dir = config.data_dir.join("agent");
     let app = Application::build(config).await?;
+    let ca_file = app.ca_file();
+    let scheme = if app.url().starts_with("https") {
+        "https"
+    } else {
+        "http"
+    };
     let mut manager_addr = app.addr();
     if manager_addr.ip().is_unspecified() {
         manager_addr.set_ip([127, 0, 0, 1].into());
@@ -157,12 +185,13 @@ pub async fn up(args: ServerArgs, net: NetArgs) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     let agent = hearth_agent::start(hearth_agent::AgentConfig {
-        manager_url: format!("http://{manager_addr}"),
+        manager_url: format!("{scheme}://{manager_addr}"),
         join_token: Some(token.token.into()),
         data_dir: agent_dir,
         images_dir: std::env::var_os("HEARTH_IMAGES_DIR").map(PathBuf::from),
         listen: "127.0.0.1:0".parse().expect("valid address"),
         advertise: None,
+        manager_ca: Some(ca_file),
         boot_timeout: up_boot_timeout(),
         accel: std::env::var("HEARTH_ACCEL")
             .ok()
@@ -190,6 +219,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         images_dir: args.images_dir,
         listen: args.listen,
         advertise: args.advertise,
+        manager_ca: args.manager_ca,
         boot_timeout: std::time::Duration::from_secs(args.boot_timeout_s.clamp(1, 3600)),
         accel: args.accel,
         manage_networks: args.net.manage_networks,

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use hearth_agent_api::{pb, with_bearer, AgentClient};
+use hearth_agent_api::{pb, tls, with_bearer, AgentClient};
 use hearth_store::{now_ms, to_time, HostRecord, NewHost, StoreError};
 use hearth_types::api::{Event, Page};
 use hearth_types::host::{CreateJoinToken, Host, HostReport, HostStatus, JoinToken, Resources};
@@ -76,7 +76,9 @@ impl HostClient {
 }
 
 impl AgentClients {
-    fn get(&self, host: &HostRecord) -> ApiResult<HostClient> {
+    /// The client for `host`. Agents serve TLS with a certificate the cluster CA (`ca_pem`)
+    /// issued for their host id, and that is the name checked, whatever the address.
+    fn get(&self, host: &HostRecord, ca_pem: &str) -> ApiResult<HostClient> {
         let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((addr, client)) = map.get(&host.id) {
             if *addr == host.address && client.token == host.agent_token {
@@ -88,6 +90,18 @@ impl AgentClients {
                 ApiError::Unavailable(format!("host {} has a bad address: {e}", host.name))
             })?
             .connect_timeout(Duration::from_secs(5));
+        let endpoint = if host.address.starts_with("https://") {
+            endpoint
+                .tls_config(tls::client_config(
+                    ca_pem,
+                    Some(&tls::agent_server_name(&host.id)),
+                ))
+                .map_err(|e| {
+                    ApiError::Unavailable(format!("host {}: TLS set-up failed: {e}", host.name))
+                })?
+        } else {
+            endpoint
+        };
         let client = HostClient {
             client: AgentClient::new(endpoint.connect_lazy()),
             token: host.agent_token.clone(),
@@ -187,6 +201,11 @@ impl App {
                 expires_at.timestamp_millis(),
             )
             .await?;
+        // An agent pins the manager's CA with this before it sends the token anywhere.
+        let token = match self.tls_fingerprint() {
+            Some(fp) => format!("{token}.{fp}"),
+            None => token,
+        };
         Ok(JoinToken { token, expires_at })
     }
 
@@ -244,7 +263,7 @@ impl App {
     /// The RPC client for a host's agent.
     pub async fn host_client(&self, id_or_name: &str) -> ApiResult<HostClient> {
         let h = self.store().host(id_or_name).await?;
-        self.inner.agents.get(&h)
+        self.inner.agents.get(&h, self.cluster_ca().cert_pem())
     }
 
     /// An agent joins, or re-joins after a restart. A known host proves itself with its
@@ -300,16 +319,25 @@ impl App {
                     "a join token is required (create one with `hearth host join-token`)".into(),
                 ));
             }
-            if !self
-                .store()
-                .join_token_valid(&sha256_hex(&req.join_token))
-                .await?
+            // A token may carry the CA's fingerprint after a dot, for the agent.
+            let secret = req.join_token.split('.').next().unwrap_or_default();
+            if !self.store().join_token_valid(&sha256_hex(secret)).await?
             {
                 return Err(RegistryError::Refused(
                     "the join token is invalid or expired".into(),
                 ));
             }
         }
+        if !address.starts_with("https://") {
+            return Err(RegistryError::Invalid(format!(
+                "address {address:?} must be an https URL: agents serve TLS"
+            )));
+        }
+        // Before anything is stored, so that a refused request leaves nothing behind.
+        let cert_pem = self
+            .cluster_ca()
+            .sign_agent(&req.csr_pem, &req.host_id)
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let (host_id, host_secret) = (req.host_id.clone(), req.host_secret.clone());
         let name = if report.hostname.is_empty() {
             host_id.clone()
@@ -346,6 +374,8 @@ impl App {
             host_id,
             host_secret,
             heartbeat_interval_ms: self.config().heartbeat_interval_ms,
+            cert_pem,
+            ca_pem: self.cluster_ca().cert_pem().to_string(),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod ratelimit;
 pub mod runtimes;
 pub mod schedules;
+pub mod pki;
 pub mod secrets;
 pub mod snapshots;
 pub mod templates;
@@ -52,6 +53,7 @@ struct Inner {
     pools: pool::Pools,
     secrets_cipher: std::sync::OnceLock<Result<aes_gcm::Aes256Gcm, String>>,
     rate_limits: ratelimit::RateLimits,
+    cluster_ca: std::sync::OnceLock<Arc<hearth_agent_api::tls::ClusterCa>>,
 }
 
 impl App {
@@ -68,6 +70,7 @@ impl App {
                 pools: Default::default(),
                 secrets_cipher: Default::default(),
                 rate_limits: Default::default(),
+                cluster_ca: Default::default(),
             }),
         }
     }

@@ -65,6 +65,30 @@ impl App {
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("secrets are unavailable: {e}")))
     }
 
+    /// Encrypts `plain` with the secrets key: (nonce, ciphertext), both base64.
+    pub(crate) fn seal(&self, plain: &[u8]) -> ApiResult<(String, String)> {
+        let mut nonce = [0u8; 12];
+        rand::fill(&mut nonce);
+        let ciphertext = self
+            .cipher()?
+            .encrypt(Nonce::from_slice(&nonce), plain)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("encrypting: {e}")))?;
+        Ok((B64.encode(nonce), B64.encode(ciphertext)))
+    }
+
+    /// Decrypts what [`App::seal`] made.
+    pub(crate) fn unseal(&self, nonce: &str, ciphertext: &str) -> Result<Vec<u8>, String> {
+        let nonce = B64.decode(nonce).map_err(|e| e.to_string())?;
+        let ct = B64.decode(ciphertext).map_err(|e| e.to_string())?;
+        if nonce.len() != 12 {
+            return Err("the nonce is not 12 bytes".into());
+        }
+        self.cipher()
+            .map_err(|e| e.to_string())?
+            .decrypt(Nonce::from_slice(&nonce), ct.as_ref())
+            .map_err(|_| "cannot be decrypted: was the secrets key changed?".into())
+    }
+
     pub async fn put_secret(&self, name: &str, req: PutSecret) -> ApiResult<Secret> {
         check_secret_name(name)?;
         if req.value.len() > MAX_SECRET_BYTES {
@@ -72,16 +96,8 @@ impl App {
                 "a secret is at most 64 KiB".into(),
             ));
         }
-        let mut nonce = [0u8; 12];
-        rand::fill(&mut nonce);
-        let ciphertext = self
-            .cipher()?
-            .encrypt(Nonce::from_slice(&nonce), req.value.as_bytes())
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("encrypting a secret: {e}")))?;
-        let s = self
-            .store()
-            .put_secret(name, &B64.encode(nonce), &B64.encode(ciphertext))
-            .await?;
+        let (nonce, ciphertext) = self.seal(req.value.as_bytes())?;
+        let s = self.store().put_secret(name, &nonce, &ciphertext).await?;
         Ok(view(s))
     }
 
@@ -113,16 +129,14 @@ impl App {
                      set it with `hearth secret set {name}`"
                 ))
             })?;
-            let bad = |e: String| ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}"));
-            let nonce = B64.decode(&s.nonce).map_err(|e| bad(e.to_string()))?;
-            let ct = B64.decode(&s.ciphertext).map_err(|e| bad(e.to_string()))?;
             let plain = self
-                .cipher()?
-                .decrypt(Nonce::from_slice(&nonce), ct.as_ref())
-                .map_err(|_| bad("cannot be decrypted: was the secrets key changed?".into()))?;
+                .unseal(&s.nonce, &s.ciphertext)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}")))?;
             out.insert(
                 var.clone(),
-                String::from_utf8(plain).map_err(|e| bad(e.to_string()))?,
+                String::from_utf8(plain).map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}"))
+                })?,
             );
         }
         Ok(out)

@@ -131,6 +131,7 @@ fn api_routes() -> OpenApiRouter<App> {
         .routes(routes!(ops::list_events))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::cluster_ca))
         .routes(routes!(ops::metrics))
 }
 

@@ -31,6 +31,17 @@ pub async fn readyz(State(app): State<App>) -> ApiResult<Json<Health>> {
     }))
 }
 
+/// The cluster CA's certificate (PEM): it issues the manager's certificate when the manager
+/// serves TLS, and every agent's. Its SHA-256 is the part of a join token after the dot.
+#[utoipa::path(get, path = "/v1/cluster/ca", tag = "hosts", security(()),
+    responses((status = 200, content_type = "application/x-pem-file", body = String)))]
+pub async fn cluster_ca(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        app.cluster_ca().cert_pem().to_string(),
+    )
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<App>) -> impl IntoResponse {

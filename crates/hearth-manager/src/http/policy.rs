@@ -18,6 +18,8 @@ pub fn access(method: &Method, route: &str) -> Access {
     let read = matches!(*method, Method::GET | Method::HEAD);
     match route {
         "/healthz" | "/readyz" => Access::Public,
+        // Public by nature; an agent checks it against its join token's fingerprint.
+        "/v1/cluster/ca" if read => Access::Public,
         "/v1/auth/login" if *method == Method::POST => Access::Public,
         "/v1/auth/logout" | "/v1/auth/whoami" => Access::Role(Role::Viewer),
         r if r.starts_with("/v1/users") => Access::Role(Role::Admin),

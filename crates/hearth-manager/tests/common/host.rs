@@ -57,6 +57,7 @@ pub async fn start_host_with(
         images_dir: Some(super::shared_images_dir()),
         listen: "127.0.0.1:0".parse().unwrap(),
         advertise: None,
+        manager_ca: None,
         boot_timeout,
         accel: AccelMode::Tcg,
         manage_networks: false,

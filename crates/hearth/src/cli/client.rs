@@ -2,6 +2,9 @@
 //!
 //! The login is kept in `<config dir>/hearth/credentials.json` with mode 0600.
 //! `HEARTH_URL` and `HEARTH_TOKEN` override it (handy for scripts and API keys).
+//!
+//! A manager serving TLS has a certificate from its cluster CA: `hearth login --ca-cert
+//! FILE` saves that CA with the login, and `HEARTH_CA_CERT=FILE` names one for any command.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +23,9 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:18080";
 pub struct Credentials {
     pub url: String,
     pub token: String,
+    /// The CA (PEM) the manager's certificate chains to, when it is not a public one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_pem: Option<String>,
 }
 
 pub fn credentials_path() -> PathBuf {
@@ -64,28 +70,59 @@ pub struct Client {
     http: reqwest::Client,
     pub url: String,
     token: Option<String>,
+    /// The CA to trust besides the public ones.
+    pub ca_cert_pem: Option<String>,
+}
+
+/// Reads a CA certificate file, checking that it holds a PEM certificate.
+pub fn read_ca_cert(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    reqwest::Certificate::from_pem(pem.as_bytes())
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    Ok(pem)
 }
 
 impl Client {
     /// A client for `url` (or the saved/environment one), with the saved token when it was
     /// issued by that same server.
     pub fn new(url: Option<String>) -> anyhow::Result<Client> {
+        Client::with_ca(url, None)
+    }
+
+    /// Like [`Client::new`], trusting `ca_cert_pem` (else `HEARTH_CA_CERT`, else the one
+    /// saved with the login).
+    pub fn with_ca(url: Option<String>, ca_cert_pem: Option<String>) -> anyhow::Result<Client> {
         let saved = Credentials::load();
         let url = url
             .or_else(|| std::env::var("HEARTH_URL").ok())
             .or_else(|| saved.as_ref().map(|c| c.url.clone()))
             .unwrap_or_else(|| DEFAULT_URL.to_string());
         let url = url.trim_end_matches('/').to_string();
-        let token = std::env::var("HEARTH_TOKEN").ok().or_else(|| {
-            saved
-                .filter(|c| c.url.trim_end_matches('/') == url)
-                .map(|c| c.token)
-        });
-        let http = reqwest::Client::builder()
+        let saved = saved.filter(|c| c.url.trim_end_matches('/') == url);
+        let token = std::env::var("HEARTH_TOKEN")
+            .ok()
+            .or_else(|| saved.as_ref().map(|c| c.token.clone()));
+        let ca_cert_pem = match (ca_cert_pem, std::env::var_os("HEARTH_CA_CERT")) {
+            (Some(pem), _) => Some(pem),
+            (None, Some(path)) => Some(read_ca_cert(std::path::Path::new(&path))?),
+            (None, None) => saved.and_then(|c| c.ca_cert_pem),
+        };
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Client { http, url, token })
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = &ca_cert_pem {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(pem.as_bytes())
+                    .context("the CA certificate is not PEM")?,
+            );
+        }
+        Ok(Client {
+            http: http.build()?,
+            url,
+            token,
+            ca_cert_pem,
+        })
     }
 
     pub async fn request<T: DeserializeOwned>(
@@ -157,10 +194,14 @@ impl Client {
         path: &str,
     ) -> anyhow::Result<T> {
         let resp = req.send().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach Hearth at {}: {e}\n  is it running? start it with `hearth up`, or pass --url",
-                self.url
-            )
+            let chain = format!("{:?}", anyhow::Error::from(e));
+            let hint = if chain.contains("UnknownIssuer") || chain.contains("certificate") {
+                "the manager's certificate is not trusted: pass --ca-cert to `hearth login` \
+                 (a manager keeps its CA in <data dir>/ca.pem), or set HEARTH_CA_CERT"
+            } else {
+                "is it running? start it with `hearth up`, or pass --url"
+            };
+            anyhow::anyhow!("cannot reach Hearth at {}: {chain}\n  {hint}", self.url)
         })?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("reading the response")?;
@@ -257,7 +298,11 @@ impl Client {
             req.headers_mut()
                 .insert("authorization", format!("Bearer {t}").parse()?);
         }
-        match tokio_tungstenite::connect_async(req).await {
+        let connector = match &self.ca_cert_pem {
+            Some(pem) if self.url.starts_with("https://") => Some(ws_tls(pem)?),
+            _ => None,
+        };
+        match tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector).await {
             Ok((s, _)) => Ok(s),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status();
@@ -322,4 +367,22 @@ pub fn read_secret(prompt: &str, from_stdin: bool) -> anyhow::Result<String> {
     }
     rpassword::prompt_password(prompt)
         .context("reading the password (use --password-stdin when not on a terminal)")
+}
+
+/// A TLS connector for WebSockets that trusts `ca_pem` (besides nothing else: a manager
+/// with a private CA has no public certificate).
+fn ws_tls(ca_pem: &str) -> anyhow::Result<tokio_tungstenite::Connector> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("reading the CA certificate")?)?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+        config,
+    )))
 }

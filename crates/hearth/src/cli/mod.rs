@@ -60,6 +60,10 @@ enum Command {
         /// Read the password from standard input instead of prompting
         #[arg(long)]
         password_stdin: bool,
+        /// The CA certificate (PEM) of a manager serving TLS, saved with the login (a
+        /// manager keeps it in <data dir>/ca.pem)
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<std::path::PathBuf>,
     },
     /// Forget the saved session
     Logout,
@@ -218,8 +222,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login {
             username,
             password_stdin,
+            ca_cert,
         } => {
-            let client = Client::new(cli.url)?;
+            let ca = ca_cert.as_deref().map(client::read_ca_cert).transpose()?;
+            let client = Client::with_ca(cli.url, ca)?;
             let password = read_secret(
                 &format!("Password for {username} at {}: ", client.url),
                 password_stdin,
@@ -233,6 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = Credentials {
                 url: client.url.clone(),
                 token: resp.token.clone(),
+                ca_cert_pem: client.ca_cert_pem.clone(),
             }
             .save()?;
             if json_out {
