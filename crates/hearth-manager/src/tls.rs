@@ -58,11 +58,12 @@ pub fn server_config(app: &App, addr: SocketAddr) -> anyhow::Result<Arc<rustls::
         CertificateDer::from_pem_slice(app.cluster_ca().cert_pem().as_bytes())?,
     ];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tracing::info!(names = %names.join(", "), "serving TLS");
     Ok(Arc::new(config))

@@ -174,9 +174,15 @@ async fn the_agent_serves_tls_for_its_own_name_and_wants_its_token() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     // Its certificate does not pass for another host's name, nor for its address.
     let other = channel(Some(tls::agent_server_name("another-host"))).await;
-    assert!(other.is_err(), "a certificate for another host was accepted");
+    assert!(
+        other.is_err(),
+        "a certificate for another host was accepted"
+    );
     let by_ip = channel(None).await;
-    assert!(by_ip.is_err(), "the certificate passed for the bare address");
+    assert!(
+        by_ip.is_err(),
+        "the certificate passed for the bare address"
+    );
     // Plain HTTP/2 gets nowhere.
     let plain = Endpoint::from_shared(format!("http://{}", a.addr))
         .unwrap()
@@ -187,7 +193,11 @@ async fn the_agent_serves_tls_for_its_own_name_and_wants_its_token() {
             .get_host_info(pb::GetHostInfoRequest {})
             .await
             .unwrap_err();
-        assert_ne!(err.code(), tonic::Code::Unauthenticated, "plain HTTP reached the service");
+        assert_ne!(
+            err.code(),
+            tonic::Code::Unauthenticated,
+            "plain HTTP reached the service"
+        );
     }
     a.shutdown().await;
     t.shutdown().await;

@@ -383,7 +383,10 @@ fn fresh_postgres_url() -> String {
     format!("{base}/{name}")
 }
 
-/// `hearth manager` alone, on a shared database.
+/// Managers sharing a database share the secrets key (it seals the cluster CA's key too).
+const SHARED_SECRETS_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// `hearth manager` alone, on a shared database. It serves HTTPS, as it does by default.
 fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
     std::fs::create_dir_all(data).unwrap();
     let p = Proc(
@@ -398,6 +401,7 @@ fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
                 db,
             ])
             .env("HEARTH_ADMIN_PASSWORD", password)
+            .env("HEARTH_SECRETS_KEY", SHARED_SECRETS_KEY)
             .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
             .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
             .stdin(Stdio::null())
@@ -408,12 +412,37 @@ fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
             .spawn()
             .unwrap(),
     );
+    // It writes its CA after binding, just before it serves.
     wait_for("a manager to answer", Duration::from_secs(60), || {
-        common::http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        data.join("ca.pem").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     p
 }
 
+/// The times (ms) at which a schedule's runs were claimed, read from the database.
+fn scheduled_runs(db: &str) -> Vec<i64> {
+    use sqlx::{Connection, Row};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(db).await.unwrap();
+        sqlx::query(
+            "SELECT created_at FROM invocations WHERE schedule_id IS NOT NULL ORDER BY created_at",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<i64, _>("created_at"))
+        .collect()
+    })
+}
+
+/// Two `hearth manager`s on one PostgreSQL, both serving TLS, and an agent that knows both.
+/// One is killed: the other serves, the agent's host stays up, and a schedule that ran
+/// through the kill ran once per period, never twice.
 #[test]
 fn two_managers_share_one_database_and_an_agent_outlives_one() {
     let root = tempfile::tempdir().unwrap();
@@ -423,31 +452,70 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     let (p1, p2) = (free_port(), free_port());
     let m1 = start_manager(&root.path().join("m1"), p1, &db, "two-managers");
     let _m2 = start_manager(&root.path().join("m2"), p2, &db, "two-managers");
-    let login = |port: u16| {
+    let ca = |m: &str| root.path().join(m).join("ca.pem");
+    // One CA for the cluster, whichever manager wrote it out.
+    assert_eq!(
+        std::fs::read_to_string(ca("m1")).unwrap(),
+        std::fs::read_to_string(ca("m2")).unwrap()
+    );
+    // Plain HTTP gets no answer from a manager serving TLS.
+    assert!(!common::http_get(p1, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    let login = |port: u16, ca: Option<&Path>| {
         let env = Env {
             home: tempfile::tempdir().unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("https://127.0.0.1:{port}"),
         };
-        assert!(env
-            .with_stdin(&["login", "--password-stdin"], "two-managers\n")
-            .status
-            .success());
-        env
+        let mut args = vec!["login", "--password-stdin"];
+        if let Some(ca) = ca {
+            args.extend(["--ca-cert", ca.to_str().unwrap()]);
+        }
+        let out = env.with_stdin(&args, "two-managers\n");
+        (env, out)
     };
-    let (e1, e2) = (login(p1), login(p2));
+    // Without the CA, the CLI says what to do.
+    let (_, out) = login(p1, None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca-cert"), "{err}");
+    let (e1, out) = login(p1, Some(&ca("m1")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (e2, out) = login(p2, Some(&ca("m1")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The join token pins the CA: with its fingerprint altered, the agent refuses the
+    // manager before it sends the token, and nothing joins.
+    let token = e1.ok(&["host", "join-token"]).trim().to_string();
+    let (secret, fp) = token
+        .split_once('.')
+        .expect("the token carries the CA's fingerprint");
+    assert_eq!(fp.len(), 64, "{token}");
+    let forged = format!("{secret}.{}", "0".repeat(64));
+    let managers = format!("{},{}", e1.url, e2.url);
+    let agent_env = Env {
+        home: tempfile::tempdir().unwrap(),
+        url: managers,
+    };
+    let bad_dir = root.path().join("bad-agent");
+    let mut bad = start_agent(&agent_env, &bad_dir, Some(&forged));
+    let status = bad.0.wait().unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(bad_dir.with_extension("log")).unwrap();
+    assert!(log.contains("fingerprint"), "{log}");
+    let hosts = e1.json(&["host", "list"]);
+    assert_eq!(hosts["items"].as_array().unwrap().len(), 0, "{hosts}");
 
     // A token from one manager; the agent knows both.
-    let token = e1.ok(&["host", "join-token"]).trim().to_string();
-    let managers = format!("{},{}", e1.url, e2.url);
-    let _agent = start_agent(
-        &Env {
-            home: tempfile::tempdir().unwrap(),
-            url: managers,
-        },
-        &agent_dir,
-        Some(&token),
-    );
+    let _agent = start_agent(&agent_env, &agent_dir, Some(&token));
     let host = joined_host(&e2, &agent_dir);
+    assert!(agent_dir.join("manager-ca.pem").exists());
 
     // Made through one manager, used through the other.
     let vm = e1.json(&[
@@ -464,6 +532,23 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     assert_eq!(vm["host_id"], host.as_str());
     assert_eq!(hostname_in(&e2, "mm1").trim(), "mm1");
 
+    // A schedule every 2 s, which both managers look at every second.
+    let code = root.path().join("tick.sh");
+    std::fs::write(&code, "#!/bin/sh\nread -r ev\nprintf '{\"tick\":true}'\n").unwrap();
+    e1.ok(&[
+        "fn",
+        "deploy",
+        "tick",
+        "--runtime",
+        "native",
+        "--code",
+        code.to_str().unwrap(),
+    ]);
+    let sid = e1.ok(&["fn", "schedule", "add", "tick", "@every 2s"]);
+    wait_for("two scheduled runs", Duration::from_secs(30), || {
+        scheduled_runs(&db).len() >= 2
+    });
+
     // The first manager dies: the other serves, and the agent heartbeats to it, so its host
     // never goes down.
     kill9(m1);
@@ -475,4 +560,36 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     e2.ok(&["vm", "delete", "mm1"]);
     assert!(!e2.ok(&["vm", "list"]).contains("mm1"));
+
+    // The schedule went on through the kill, once per period.
+    let before = scheduled_runs(&db).len();
+    wait_for(
+        "the schedule to run on the survivor",
+        Duration::from_secs(30),
+        || scheduled_runs(&db).len() >= before + 2,
+    );
+    e2.ok(&["fn", "schedule", "delete", "tick", sid.trim()]);
+    let runs = scheduled_runs(&db);
+    let gaps: Vec<i64> = runs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= 1000),
+        "a run was claimed twice (gaps between claims, ms: {gaps:?})"
+    );
+    let span = runs.last().unwrap() - runs.first().unwrap();
+    assert!(
+        runs.len() as i64 <= span / 2000 + 2,
+        "{} runs in {span} ms of a 2 s schedule",
+        runs.len()
+    );
+    // And the runs ran.
+    wait_for(
+        "a scheduled run to finish",
+        Duration::from_secs(120),
+        || {
+            e2.json(&["fn", "logs", "tick"])["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|i| i["output"]["tick"] == true))
+        },
+    );
+    e2.ok(&["fn", "delete", "tick"]);
 }

@@ -321,8 +321,7 @@ impl App {
             }
             // A token may carry the CA's fingerprint after a dot, for the agent.
             let secret = req.join_token.split('.').next().unwrap_or_default();
-            if !self.store().join_token_valid(&sha256_hex(secret)).await?
-            {
+            if !self.store().join_token_valid(&sha256_hex(secret)).await? {
                 return Err(RegistryError::Refused(
                     "the join token is invalid or expired".into(),
                 ));

@@ -134,9 +134,8 @@ impl App {
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}")))?;
             out.insert(
                 var.clone(),
-                String::from_utf8(plain).map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}"))
-                })?,
+                String::from_utf8(plain)
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("secret {name:?}: {e}")))?,
             );
         }
         Ok(out)
