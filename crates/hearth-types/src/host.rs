@@ -80,7 +80,9 @@ pub struct CreateJoinToken {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JoinToken {
-    /// Give to `hearth agent --join-token`. Usable by many agents until it expires.
+    /// Give to `hearth agent --join-token`. Usable by many agents until it expires. From a
+    /// manager serving TLS it ends with `.` and the cluster CA's SHA-256 (hex), which the
+    /// agent checks the manager's CA against before it sends the token.
     pub token: String,
     pub expires_at: DateTime<Utc>,
 }
