@@ -593,3 +593,225 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     );
     e2.ok(&["fn", "delete", "tick"]);
 }
+
+#[path = "../../hearth-manager/tests/common/netns.rs"]
+mod netns;
+
+/// The CLI, run inside a network namespace.
+struct NsCli {
+    ns: String,
+    home: tempfile::TempDir,
+    url: String,
+}
+
+impl NsCli {
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &self.ns, common::BIN])
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("HEARTH_URL", &self.url)
+            .env_remove("HEARTH_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hearth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+/// `hearth agent` inside namespace `ns`, listening on `listen`.
+fn start_agent_in(ns: &str, manager: &str, dir: &Path, listen: &str, token: Option<&str>) -> Proc {
+    let mut c = std::process::Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        ns,
+        common::BIN,
+        "agent",
+        "--manager",
+        manager,
+    ])
+    .args(["--data-dir", dir.to_str().unwrap(), "--listen", listen])
+    .env("HEARTH_ACCEL", "tcg")
+    .env(
+        "HEARTH_IMAGES_DIR",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hearth-test-images"),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .unwrap(),
+    ));
+    if let Some(t) = token {
+        c.args(["--join-token", t]);
+    }
+    Proc(c.spawn().unwrap())
+}
+
+/// The manager and two agents, each in a network namespace of its own with its own address,
+/// linked only to the manager's: they join over TLS, each runs a VM the manager reaches
+/// through it, and an agent `kill -9`ed in its namespace takes its VM over again.
+#[test]
+fn agents_in_network_namespaces_of_their_own() {
+    let root = tempfile::tempdir().unwrap();
+    let (m, a1, a2) = (
+        netns::Netns::new("mgr"),
+        netns::Netns::new("ag1"),
+        netns::Netns::new("ag2"),
+    );
+    m.link(&a1, "10.231.1.1/30", "10.231.1.2/30");
+    m.link(&a2, "10.231.2.1/30", "10.231.2.2/30");
+    let (d1, d2) = (root.path().join("a1"), root.path().join("a2"));
+    let (_reap1, _reap2) = (ReapVms(d1.clone()), ReapVms(d2.clone()));
+    let mdata = root.path().join("m");
+    std::fs::create_dir_all(&mdata).unwrap();
+    let _manager = Proc(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &m.name, common::BIN, "manager"])
+            .args(["--data-dir", mdata.to_str().unwrap()])
+            .args(["--listen", "0.0.0.0:18080"])
+            .env("HEARTH_ADMIN_PASSWORD", "in-namespaces")
+            .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
+            .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(mdata.with_extension("log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let cli = NsCli {
+        ns: m.name.clone(),
+        home: tempfile::tempdir().unwrap(),
+        url: "https://127.0.0.1:18080".into(),
+    };
+    let ca = mdata.join("ca.pem");
+    wait_for("the manager", Duration::from_secs(60), || {
+        ca.exists() && {
+            let mut c = cli.cmd(&[
+                "login",
+                "--password-stdin",
+                "--ca-cert",
+                ca.to_str().unwrap(),
+            ]);
+            let mut child = c
+                .stdin(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let _ = child.stdin.take().unwrap().write_all(b"in-namespaces\n");
+            child.wait_with_output().unwrap().status.success()
+        }
+    });
+    let token = cli.ok(&["host", "join-token"]).trim().to_string();
+    // Each agent reaches the manager at its own link's address.
+    let agent1 = start_agent_in(
+        &a1.name,
+        "https://10.231.1.1:18080",
+        &d1,
+        "10.231.1.2:18081",
+        Some(&token),
+    );
+    let _agent2 = start_agent_in(
+        &a2.name,
+        "https://10.231.2.1:18080",
+        &d2,
+        "10.231.2.2:18081",
+        Some(&token),
+    );
+    let host_of = |dir: &Path| {
+        wait_for("the agent's identity", Duration::from_secs(60), || {
+            dir.join("identity.json").exists()
+        });
+        let id: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("identity.json")).unwrap()).unwrap();
+        let host = id["host_id"].as_str().unwrap().to_string();
+        wait_for("the agent's host up", Duration::from_secs(60), || {
+            let out = cli
+                .cmd(&["--json", "host", "get", &host])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|h| h["status"] == "up")
+        });
+        host
+    };
+    let (h1, h2) = (host_of(&d1), host_of(&d2));
+    assert_eq!(
+        cli.json(&["host", "get", &h1])["address"],
+        "https://10.231.1.2:18081"
+    );
+    assert_eq!(
+        cli.json(&["host", "get", &h2])["address"],
+        "https://10.231.2.2:18081"
+    );
+
+    // A VM on each host, reached through its own agent.
+    for (name, host) in [("nsvm1", &h1), ("nsvm2", &h2)] {
+        let vm = cli.json(&[
+            "vm",
+            "create",
+            name,
+            "--host",
+            host,
+            "--disk",
+            "0",
+            "--wait",
+            "--timeout",
+            "200",
+        ]);
+        assert_eq!(vm["state"], "running", "{vm}");
+        let out = cli.ok(&["vm", "exec", name, "--", "cat", "/proc/sys/kernel/hostname"]);
+        assert_eq!(out.trim(), name);
+    }
+
+    // kill -9 the first agent in its namespace; restarted there, it takes its VM over.
+    let id1 = cli.json(&["vm", "get", "nsvm1"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid = qemu_pid(&d1.join("run").join("vms").join(&id1));
+    kill9(agent1);
+    assert!(alive(pid));
+    let _agent1 = start_agent_in(
+        &a1.name,
+        "https://10.231.1.1:18080",
+        &d1,
+        "10.231.1.2:18081",
+        None,
+    );
+    wait_for(
+        "exec through the restarted agent",
+        Duration::from_secs(120),
+        || {
+            cli.cmd(&["vm", "exec", "nsvm1", "--", "true"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+    assert_eq!(qemu_pid(&d1.join("run").join("vms").join(&id1)), pid);
+    for name in ["nsvm1", "nsvm2"] {
+        cli.ok(&["vm", "delete", name]);
+    }
+}

@@ -38,9 +38,11 @@ impl Netns {
     }
 
     /// Links this namespace to `other` with a veth pair: `ours`/`theirs` are the two ends'
-    /// addresses (with prefix), both ends up.
+    /// addresses (with prefix), both ends up. Each end is named after the namespace at its
+    /// other end (`v-<suffix>`), so one namespace can link to several.
     pub fn link(&self, other: &Netns, ours: &str, theirs: &str) {
-        let (a, b) = ("veth-a", "veth-b");
+        let end = |ns: &Netns| format!("v-{}", &ns.name[ns.name.len() - 6..]);
+        let (a, b) = (&end(other), &end(self));
         ip(&[
             "-n",
             &self.name,
