@@ -124,12 +124,12 @@ async fn pool_upkeep(app: App) {
         Err(e) => tracing::warn!(error = %e, "abandoning invocations"),
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut first = true;
+    let mut n = 0u64;
     loop {
         tick.tick().await;
-        app.maintain_pools(first).await;
+        app.maintain_pools(n == 0, n).await;
         app.run_due().await;
-        first = false;
+        n += 1;
     }
 }
 

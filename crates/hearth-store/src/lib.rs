@@ -138,6 +138,32 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the manager `id` is alive now.
+    pub async fn manager_seen(&self, id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO managers (id, last_seen_at) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The managers seen since `since_ms`. Ones silent for an hour are forgotten.
+    pub async fn live_managers(&self, since_ms: i64) -> Result<std::collections::HashSet<String>> {
+        sqlx::query("DELETE FROM managers WHERE last_seen_at < $1")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT id FROM managers WHERE last_seen_at >= $1")
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| col(r, "id")).collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

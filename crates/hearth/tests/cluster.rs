@@ -591,10 +591,23 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
                 .is_some_and(|i| i.iter().any(|i| i["output"]["tick"] == true))
         },
     );
+    // The dead manager's pool VM is removed by the survivor; the survivor's stays.
+    wait_for("one manager's pool VMs", Duration::from_secs(90), || {
+        let vms = e2.json(&["vm", "list"]);
+        let owners: std::collections::HashSet<String> = vms["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str()?.strip_prefix("fn-tick-"))
+            .filter_map(|rest| Some(rest.split_once('-')?.0.to_string()))
+            .collect();
+        owners.len() == 1
+    });
     e2.ok(&["fn", "delete", "tick"]);
 }
 
 #[path = "../../hearth-manager/tests/common/netns.rs"]
+#[allow(dead_code)]
 mod netns;
 
 /// The CLI, run inside a network namespace.
@@ -748,10 +761,7 @@ fn agents_in_network_namespaces_of_their_own() {
             serde_json::from_slice(&std::fs::read(dir.join("identity.json")).unwrap()).unwrap();
         let host = id["host_id"].as_str().unwrap().to_string();
         wait_for("the agent's host up", Duration::from_secs(60), || {
-            let out = cli
-                .cmd(&["--json", "host", "get", &host])
-                .output()
-                .unwrap();
+            let out = cli.cmd(&["--json", "host", "get", &host]).output().unwrap();
             serde_json::from_slice::<serde_json::Value>(&out.stdout)
                 .is_ok_and(|h| h["status"] == "up")
         });

@@ -54,6 +54,9 @@ struct Inner {
     secrets_cipher: std::sync::OnceLock<Result<aes_gcm::Aes256Gcm, String>>,
     rate_limits: ratelimit::RateLimits,
     cluster_ca: std::sync::OnceLock<Arc<hearth_agent_api::tls::ClusterCa>>,
+    /// This manager process, among those sharing the database: picked at start, it names
+    /// the function VMs this process's pools own.
+    manager_id: String,
 }
 
 impl App {
@@ -71,6 +74,7 @@ impl App {
                 secrets_cipher: Default::default(),
                 rate_limits: Default::default(),
                 cluster_ca: Default::default(),
+                manager_id: hearth_types::short_suffix(),
             }),
         }
     }
@@ -81,6 +85,11 @@ impl App {
 
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config
+    }
+
+    /// This manager process's id (see `Inner::manager_id`).
+    pub fn manager_id(&self) -> &str {
+        &self.inner.manager_id
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -330,13 +330,26 @@ async fn start(app: &App, f: &FunctionRecord) -> ApiResult<(Instance, ColdStart)
     Ok((i, ColdStart::Boot))
 }
 
-fn vm_name(prefix: &str, f: &FunctionRecord) -> String {
+/// A pool VM's name: `<prefix>-<function>-<manager id>-<random>`, so that any manager can
+/// tell whose pool it is in.
+fn vm_name(prefix: &str, f: &FunctionRecord, app: &App) -> String {
     format!(
-        "{prefix}-{}-{}",
-        truncate(&f.name, 48),
+        "{prefix}-{}-{}-{}",
+        truncate(&f.name, 40),
+        app.manager_id(),
         hearth_types::short_suffix()
     )
 }
+
+/// The manager whose pool a function VM is in, from its name.
+fn owner_of(vm_name: &str) -> Option<&str> {
+    let mut parts = vm_name.rsplit('-');
+    parts.next()?;
+    parts.next().filter(|p| p.len() == 6)
+}
+
+/// How long a manager may go unseen before its pools' VMs count as left over.
+const MANAGER_GONE_AFTER_MS: i64 = 30_000;
 
 /// Starts the worker of a persistent function, then snapshots the VM, keeping the
 /// function's newest few snapshots.
@@ -351,7 +364,7 @@ async fn snapshot(app: &App, f: &FunctionRecord, vm: &str, key: &str) -> ApiResu
     }
     let v = app.store().vm(vm).await?;
     let s = app
-        .take_snapshot(&v, vm_name("fnsnap", f), Some((&f.id, key)))
+        .take_snapshot(&v, vm_name("fnsnap", f, app), Some((&f.id, key)))
         .await?;
     tracing::info!(function = %f.name, snapshot = %s.name, save_ms = s.save_ms, "function snapshot taken");
     let all = app.store().function_snapshots(&f.id, None).await?;
@@ -368,7 +381,7 @@ async fn restore(
     s: &hearth_store::SnapshotRecord,
 ) -> ApiResult<Instance> {
     let vm = app
-        .restore_snapshot_as(s, vm_name("fn", f), Some(&f.id))
+        .restore_snapshot_as(s, vm_name("fn", f, app), Some(&f.id))
         .await?;
     if let Err(e) = app.wait_vm(&vm.id, VmState::Running, BOOT_TIMEOUT_S).await {
         retire(app, vm.id);
@@ -383,7 +396,7 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
     let vm = app
         .create_vm_for(
             CreateVm {
-                name: vm_name("fn", f),
+                name: vm_name("fn", f, app),
                 image: Some(hearth_types::runtime::image_name(rt)),
                 vcpus: Some(1),
                 memory_mib: Some(f.memory_mib),
@@ -500,7 +513,10 @@ impl App {
 
     /// Pool housekeeping, every second: TTLs, pre-warming, and deleting function VMs no pool
     /// tracks (left by a previous run of this manager) once at start.
-    pub async fn maintain_pools(&self, first: bool) {
+    pub async fn maintain_pools(&self, first: bool, tick: u64) {
+        if let Err(e) = self.store().manager_seen(self.manager_id()).await {
+            tracing::warn!(error = %e, "recording this manager as alive");
+        }
         let mut cursor: Option<String> = None;
         loop {
             let page = match self.store().functions(cursor.as_deref(), 1000).await {
@@ -523,14 +539,47 @@ impl App {
         for pool in pools {
             self.pools().tick(self, pool);
         }
-        if first {
-            let tracked = self.pools().tracked();
-            if let Ok(vms) = self.store().function_vms().await {
-                for v in vms.into_iter().filter(|v| !tracked.contains(&v.id)) {
-                    tracing::info!(vm = %v.id, "deleting a function VM left by an earlier run");
-                    retire(self, v.id);
-                }
+        if first || tick % 10 == 0 {
+            self.retire_leftovers(first).await;
+        }
+    }
+
+    /// Deletes the function VMs of managers no longer seen (killed, or an earlier run of
+    /// this one); another live manager's are its own business. On the first tick, this
+    /// manager has none yet, so its untracked ones are left over too.
+    async fn retire_leftovers(&self, first: bool) {
+        let since = hearth_store::now_ms() - MANAGER_GONE_AFTER_MS;
+        let (Ok(live), Ok(vms)) = (
+            self.store().live_managers(since).await,
+            self.store().function_vms().await,
+        ) else {
+            return;
+        };
+        let tracked = self.pools().tracked();
+        for v in vms.into_iter().filter(|v| !tracked.contains(&v.id)) {
+            let gone = match owner_of(&v.name) {
+                Some(o) if o == self.manager_id() => false,
+                Some(o) => !live.contains(o),
+                None => first,
+            };
+            if gone {
+                tracing::info!(vm = %v.id, name = %v.name, "deleting a function VM whose manager is gone");
+                retire(self, v.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_of;
+
+    #[test]
+    fn a_pool_vm_names_its_manager() {
+        assert_eq!(owner_of("fn-hello-a1b2c3-d4e5f6"), Some("a1b2c3"));
+        assert_eq!(owner_of("fn-my-fn-a1b2c3-d4e5f6"), Some("a1b2c3"));
+        // Names from before managers were named in them.
+        assert_eq!(owner_of("fn-hello-d4e5f6"), None);
+        assert_eq!(owner_of("fn"), None);
     }
 }
