@@ -539,7 +539,7 @@ impl App {
         for pool in pools {
             self.pools().tick(self, pool);
         }
-        if first || tick % 10 == 0 {
+        if first || tick.is_multiple_of(10) {
             self.retire_leftovers(first).await;
         }
     }
