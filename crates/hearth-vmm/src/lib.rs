@@ -6,10 +6,14 @@
 //! [`VmControl`] to reach the guest channel, ask for an ACPI power-off or kill it. The agent
 //! never builds a command line or speaks a VMM's API itself.
 
+pub mod cloud_hypervisor;
 pub mod discover;
+pub mod firecracker;
+pub mod hybrid_vsock;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
+pub mod uds_api;
 
 use std::path::{Path, PathBuf};
 
