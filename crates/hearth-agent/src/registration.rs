@@ -189,13 +189,17 @@ impl Registrar {
         mut every: Duration,
         cancel: CancellationToken,
     ) {
+        // The first heartbeat goes at once: it tells the manager which VMs still run here.
+        let mut first = true;
         loop {
             // A new image (a runtime just built) is reported at once: deploys wait on it.
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-                _ = self.probe.images_changed() => {}
+                _ = tokio::time::sleep(every), if !first => {}
+                _ = self.probe.images_changed(), if !first => {}
+                _ = std::future::ready(()), if first => {}
             }
+            first = false;
             match self.heartbeat(&identity).await {
                 Ok(next) => every = next,
                 Err(s) if matches!(s.code(), Code::Unauthenticated | Code::NotFound) => {

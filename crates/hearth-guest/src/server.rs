@@ -1,5 +1,8 @@
-//! Serving the guest protocol on the virtio-serial port: the handshake, and one thread per
-//! request stream. Frames for an open stream (stdin, resize, cancel) are routed to it.
+//! Serving the guest protocol: on the virtio-serial port (QEMU), or on a vsock port when the
+//! kernel command line says `hearth.channel=vsock:PORT` (Firecracker, Cloud Hypervisor),
+//! one connection at a time per port or many at once over vsock. Per connection: the
+//! handshake, and one thread per request stream. Frames for an open stream (stdin, resize,
+//! cancel) are routed to it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,11 +18,15 @@ use hearth_guest_proto::{Frame, Kind, PORT_NAME, PROTOCOL_VERSION};
 
 use crate::exec::{self, Ctl};
 
-/// Writes whole frames; shared by every stream's thread.
+/// Writes whole frames; shared by every stream's thread of one connection.
 #[derive(Clone)]
-pub struct Out(Arc<Mutex<File>>);
+pub struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
 
 impl Out {
+    pub fn new(w: impl Write + Send + 'static) -> Out {
+        Out(Arc::new(Mutex::new(Box::new(w))))
+    }
+
     pub fn send(&self, f: &Frame) -> bool {
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
         w.write_all(&f.encode()).is_ok()
@@ -66,8 +73,20 @@ impl std::io::Read for PortReader {
     }
 }
 
+/// The vsock port to serve on, when the kernel command line names one.
+fn vsock_port() -> Option<u32> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("hearth.channel=vsock:"))
+        .and_then(|p| p.parse().ok())
+}
+
 pub fn serve_forever(boot_id: &str) {
     let started = Instant::now();
+    if let Some(port) = vsock_port() {
+        return serve_vsock(port, boot_id, started);
+    }
     let mut warned = false;
     let port = loop {
         match find_port() {
@@ -94,7 +113,7 @@ pub fn serve_forever(boot_id: &str) {
             }
         }
     };
-    let out = Out(Arc::new(Mutex::new(writer)));
+    let out = Out::new(writer);
     let mut reader = PortReader(reader);
     loop {
         serve(&mut reader, out.clone(), boot_id, started);
@@ -103,7 +122,57 @@ pub fn serve_forever(boot_id: &str) {
     }
 }
 
-fn serve(reader: &mut PortReader, out: Out, boot_id: &str, started: Instant) {
+/// Accepts connections on vsock `port` for ever, serving each on a thread of its own.
+fn serve_vsock(port: u32, boot_id: &str, started: Instant) {
+    use nix::sys::socket::{
+        accept, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
+    };
+    use std::os::fd::FromRawFd;
+    let listener = loop {
+        let made = socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .and_then(|fd| {
+            bind(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &VsockAddr::new(libc::VMADDR_CID_ANY, port),
+            )?;
+            listen(&fd, Backlog::new(16)?)?;
+            Ok(fd)
+        });
+        match made {
+            Ok(fd) => break fd,
+            Err(e) => {
+                crate::log(&format!("listening on vsock port {port}: {e}; retrying"));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    crate::log(&format!("serving on vsock port {port}"));
+    loop {
+        let conn = match accept(std::os::fd::AsRawFd::as_raw_fd(&listener)) {
+            // SAFETY: accept returned a new descriptor that nothing else owns.
+            Ok(fd) => unsafe { File::from_raw_fd(fd) },
+            Err(e) => {
+                crate::log(&format!("vsock accept: {e}"));
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let boot_id = boot_id.to_string();
+        std::thread::spawn(move || {
+            let Ok(writer) = conn.try_clone() else { return };
+            let mut reader = conn;
+            serve(&mut reader, Out::new(writer), &boot_id, started);
+        });
+    }
+}
+
+/// Serves one connection until it ends or breaks framing.
+fn serve<R: std::io::Read>(reader: &mut R, out: Out, boot_id: &str, started: Instant) {
     let routes: Routes = Arc::default();
     loop {
         let frame = match Frame::read_from(reader) {
@@ -309,4 +378,44 @@ fn write_file(path: &str, data: &[u8], mode: u32, append: bool) -> std::io::Resu
     // `mode` applies when the file is created; keep it right when it already existed.
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// What a vsock connection gets, over a socket pair: the handshake, then answers on
+    /// the request's stream.
+    #[test]
+    fn a_connection_gets_the_handshake_then_answers() {
+        let (mut host, guest) = UnixStream::pair().unwrap();
+        let writer = guest.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut reader = guest;
+            serve(&mut reader, Out::new(writer), "boot-1", Instant::now());
+        });
+        let hello = Hello {
+            versions: vec![PROTOCOL_VERSION],
+            agent: "test".into(),
+            boot_id: String::new(),
+        };
+        host.write_all(&Frame::json(0, Kind::Hello, &hello).unwrap().encode())
+            .unwrap();
+        let f = Frame::read_from(&mut host).unwrap().unwrap();
+        assert_eq!(f.kind, Kind::Hello);
+        let back: Hello = f.parse().unwrap();
+        assert_eq!(back.versions, vec![PROTOCOL_VERSION]);
+        assert_eq!(back.boot_id, "boot-1");
+        host.write_all(
+            &Frame::json(7, Kind::Request, &Request::Ping)
+                .unwrap()
+                .encode(),
+        )
+        .unwrap();
+        let f = Frame::read_from(&mut host).unwrap().unwrap();
+        assert_eq!((f.stream, f.kind), (7, Kind::Response));
+        assert!(matches!(f.parse().unwrap(), Response::Pong { .. }));
+    }
 }

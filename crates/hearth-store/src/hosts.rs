@@ -49,13 +49,14 @@ const HOST_COLS: &str = "id, name, address, secret_hash, agent_token, cordoned, 
 
 impl Store {
     /// Records a newly joined host, or refreshes a known one (same id) that registered again
-    /// after a restart. Registration counts as a heartbeat.
+    /// after a restart. Joining counts as a first heartbeat; registering again does not: a
+    /// host that was silent stays `down` until a heartbeat has said which VMs it runs.
     pub async fn upsert_host(&self, h: NewHost<'_>) -> Result<HostRecord> {
         let now = now_ms();
         let info = h.info.to_string();
         let updated = sqlx::query(
             "UPDATE hosts SET name = $2, address = $3, secret_hash = $4, agent_token = $5, \
-             info = $6, last_heartbeat_at = $7 WHERE id = $1",
+             info = $6 WHERE id = $1",
         )
         .bind(h.id)
         .bind(h.name)
@@ -63,7 +64,6 @@ impl Store {
         .bind(h.secret_hash)
         .bind(h.agent_token)
         .bind(&info)
-        .bind(now)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() == 0 {

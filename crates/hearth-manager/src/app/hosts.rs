@@ -406,8 +406,10 @@ impl App {
         let report = req.info.as_ref().map(HostReport::from).unwrap_or_default();
         let info_json =
             serde_json::to_value(&report).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        self.store().heartbeat_host(&host.id, &info_json).await?;
+        // Reconciled first, so that a host coming back is not `up` while its VMs still read
+        // as they were before it went silent.
         self.reconcile_host_vms(&host.id, &req.vms).await?;
+        self.store().heartbeat_host(&host.id, &info_json).await?;
         Ok(pb::HeartbeatResponse {
             heartbeat_interval_ms: self.config().heartbeat_interval_ms,
         })
