@@ -88,7 +88,12 @@ on_both_databases!(agents_join_heartbeat_and_go_down, |db| async move {
         .await
         .unwrap();
     assert_eq!(a1.host_id, id1);
-    assert_eq!(host_status(&t, &id1).await, "up");
+    // Up again with its first heartbeat, which says which VMs it still runs (registering
+    // again does not count: the manager must not take its old VM states for current).
+    eventually(Duration::from_secs(5), "host 1 up again", || async {
+        host_status(&t, &id1).await == "up"
+    })
+    .await;
     let (_, hosts) = t.get("/v1/hosts").await;
     assert_eq!(
         hosts["items"].as_array().unwrap().len(),

@@ -98,6 +98,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/events", "viewer"),
     ("GET", "/healthz", "public"),
     ("GET", "/readyz", "public"),
+    ("GET", "/v1/cluster/ca", "public"),
     ("GET", "/metrics", "viewer"),
 ];
 

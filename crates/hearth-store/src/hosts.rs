@@ -84,6 +84,17 @@ impl Store {
         self.host(h.id).await
     }
 
+    /// Replaces what a host reported, without counting as a heartbeat (the manager asked
+    /// the agent itself, e.g. right after giving it an image).
+    pub async fn set_host_info(&self, id: &str, info: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE hosts SET info = $2 WHERE id = $1")
+            .bind(id)
+            .bind(info.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn heartbeat_host(&self, id: &str, info: &serde_json::Value) -> Result<()> {
         let res = sqlx::query("UPDATE hosts SET info = $2, last_heartbeat_at = $3 WHERE id = $1")
             .bind(id)

@@ -260,6 +260,24 @@ impl App {
         Ok(())
     }
 
+    /// Asks a host's agent what it has and stores the answer (best effort: the next
+    /// heartbeat carries it anyway).
+    pub(crate) async fn refresh_host_info(&self, id: &str) {
+        let Ok(client) = self.host_client(id).await else {
+            return;
+        };
+        match client.host_info().await {
+            Ok(report) => {
+                if let Ok(info) = serde_json::to_value(&report) {
+                    if let Err(e) = self.store().set_host_info(id, &info).await {
+                        tracing::warn!(host = %id, error = %e, "storing a host's report");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(host = %id, error = %e, "asking a host for its report"),
+        }
+    }
+
     /// The RPC client for a host's agent.
     pub async fn host_client(&self, id_or_name: &str) -> ApiResult<HostClient> {
         let h = self.store().host(id_or_name).await?;

@@ -63,6 +63,9 @@ impl App {
             let mut image: Option<Image> = None;
             for h in &hosts {
                 let info = self.send_image(&h.id, &file, &header).await?;
+                // So that the image is listed as soon as this answers, not at the host's
+                // next heartbeat.
+                self.refresh_host_info(&h.id).await;
                 let i = image.get_or_insert_with(|| Image {
                     name: info.name.clone(),
                     kind: info.kind.clone(),
