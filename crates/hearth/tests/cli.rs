@@ -19,10 +19,7 @@ fn cli_drives_a_running_hearth_up() {
     let data: PathBuf = root.path().join("data");
     let port = free_port();
     let _up = start_up(&data, port, None);
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let env = Env::new(format!("http://127.0.0.1:{port}"));
 
     // Not logged in yet: a clear error and a non-zero exit.
     let out = env.run(&["host", "list"]);
@@ -192,10 +189,7 @@ fn hearth_up_restarts_on_its_data_dir_with_the_same_host() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let port = free_port();
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let env = Env::new(format!("http://127.0.0.1:{port}"));
     let _reap = ReapVms(data.join("agent"));
     let host_id = {
         let _up = start_up(&data, port, Some("restart-password"));
@@ -263,10 +257,7 @@ fn cli_runs_a_vm_from_create_to_delete() {
     let _reap = ReapVms(data.join("agent"));
     let port = free_port();
     let _up = start_up(&data, port, Some("vm-password"));
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let env = Env::new(format!("http://127.0.0.1:{port}"));
     assert!(env
         .with_stdin(&["login", "--password-stdin"], "vm-password\n")
         .status

@@ -19,10 +19,17 @@ mod common;
 use common::{free_port, start_up, wait_for, Env, Proc, ReapVms};
 
 fn start_agent(env: &Env, dir: &Path, token: Option<&str>) -> Proc {
-    start_agent_with(env, dir, token, &[])
+    start_agent_with(env, dir, token, "127.0.0.1:0", &[])
 }
 
-fn start_agent_with(env: &Env, dir: &Path, token: Option<&str>, extra: &[&str]) -> Proc {
+/// `hearth agent` joining `env`'s manager, in `env`'s namespace, listening on `listen`.
+fn start_agent_with(
+    env: &Env,
+    dir: &Path,
+    token: Option<&str>,
+    listen: &str,
+    extra: &[&str],
+) -> Proc {
     let mut args = vec![
         "agent",
         "--manager",
@@ -30,7 +37,7 @@ fn start_agent_with(env: &Env, dir: &Path, token: Option<&str>, extra: &[&str]) 
         "--data-dir",
         dir.to_str().unwrap(),
         "--listen",
-        "127.0.0.1:0",
+        listen,
     ];
     if let Some(t) = token {
         args.extend(["--join-token", t]);
@@ -104,10 +111,7 @@ fn vms_survive_their_agent_and_a_lost_host_comes_back() {
     let _reap_agent = ReapVms(agent_dir.clone());
     let port = free_port();
     let _up = start_up(&data, port, Some("survival-password"));
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let env = Env::new(format!("http://127.0.0.1:{port}"));
     assert!(env
         .with_stdin(&["login", "--password-stdin"], "survival-password\n")
         .status
@@ -253,17 +257,26 @@ fn labels_place_vms_and_a_drain_moves_what_can_move() {
     let _reap_b = ReapVms(dir_b.clone());
     let port = free_port();
     let _up = start_up(&data, port, Some("drain-password"));
-    let env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let env = Env::new(format!("http://127.0.0.1:{port}"));
     assert!(env
         .with_stdin(&["login", "--password-stdin"], "drain-password\n")
         .status
         .success());
     let token = env.ok(&["host", "join-token"]).trim().to_string();
-    let _a = start_agent_with(&env, &dir_a, Some(&token), &["--label", "zone=a"]);
-    let _b = start_agent_with(&env, &dir_b, Some(&token), &["--label", "zone=b,disk=ssd"]);
+    let _a = start_agent_with(
+        &env,
+        &dir_a,
+        Some(&token),
+        "127.0.0.1:0",
+        &["--label", "zone=a"],
+    );
+    let _b = start_agent_with(
+        &env,
+        &dir_b,
+        Some(&token),
+        "127.0.0.1:0",
+        &["--label", "zone=b,disk=ssd"],
+    );
     let (a, b) = (joined_host(&env, &dir_a), joined_host(&env, &dir_b));
     let hb = env.json(&["host", "get", &b]);
     assert_eq!(
@@ -386,22 +399,22 @@ fn fresh_postgres_url() -> String {
 /// Managers sharing a database share the secrets key (it seals the cluster CA's key too).
 const SHARED_SECRETS_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// `hearth manager` alone, on a shared database. It serves HTTPS, as it does by default.
-fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
+/// `hearth manager` on `data`, run by `hearth` (see [`Env::bin`]), listening on `listen`,
+/// with the tests' heartbeat bounds; its log goes beside the data dir.
+fn spawn_manager(
+    mut hearth: std::process::Command,
+    data: &Path,
+    listen: &str,
+    password: &str,
+    extra: &[&str],
+) -> Proc {
     std::fs::create_dir_all(data).unwrap();
-    let p = Proc(
-        std::process::Command::new(common::BIN)
-            .args([
-                "manager",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                db,
-            ])
+    Proc(
+        hearth
+            .args(["manager", "--data-dir", data.to_str().unwrap()])
+            .args(["--listen", listen])
+            .args(extra)
             .env("HEARTH_ADMIN_PASSWORD", password)
-            .env("HEARTH_SECRETS_KEY", SHARED_SECRETS_KEY)
             .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
             .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
             .stdin(Stdio::null())
@@ -411,6 +424,19 @@ fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
             ))
             .spawn()
             .unwrap(),
+    )
+}
+
+/// `hearth manager` alone, on a shared database. It serves HTTPS, as it does by default.
+fn start_manager(data: &Path, port: u16, db: &str, password: &str) -> Proc {
+    let mut hearth = std::process::Command::new(common::BIN);
+    hearth.env("HEARTH_SECRETS_KEY", SHARED_SECRETS_KEY);
+    let p = spawn_manager(
+        hearth,
+        data,
+        &format!("127.0.0.1:{port}"),
+        password,
+        &["--database-url", db],
     );
     // It writes its CA after binding, just before it serves.
     wait_for("a manager to answer", Duration::from_secs(60), || {
@@ -461,10 +487,7 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     // Plain HTTP gets no answer from a manager serving TLS.
     assert!(!common::http_get(p1, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
     let login = |port: u16, ca: Option<&Path>| {
-        let env = Env {
-            home: tempfile::tempdir().unwrap(),
-            url: format!("https://127.0.0.1:{port}"),
-        };
+        let env = Env::new(format!("https://127.0.0.1:{port}"));
         let mut args = vec!["login", "--password-stdin"];
         if let Some(ca) = ca {
             args.extend(["--ca-cert", ca.to_str().unwrap()]);
@@ -499,10 +522,7 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
     assert_eq!(fp.len(), 64, "{token}");
     let forged = format!("{secret}.{}", "0".repeat(64));
     let managers = format!("{},{}", e1.url, e2.url);
-    let agent_env = Env {
-        home: tempfile::tempdir().unwrap(),
-        url: managers,
-    };
+    let agent_env = Env::new(managers);
     let bad_dir = root.path().join("bad-agent");
     let mut bad = start_agent(&agent_env, &bad_dir, Some(&forged));
     let status = bad.0.wait().unwrap();
@@ -610,76 +630,6 @@ fn two_managers_share_one_database_and_an_agent_outlives_one() {
 #[allow(dead_code)]
 mod netns;
 
-/// The CLI, run inside a network namespace.
-struct NsCli {
-    ns: String,
-    home: tempfile::TempDir,
-    url: String,
-}
-
-impl NsCli {
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns, common::BIN])
-            .args(args)
-            .env("HOME", self.home.path())
-            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
-            .env("HEARTH_URL", &self.url)
-            .env_remove("HEARTH_TOKEN")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "hearth {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-}
-
-/// `hearth agent` inside namespace `ns`, listening on `listen`.
-fn start_agent_in(ns: &str, manager: &str, dir: &Path, listen: &str, token: Option<&str>) -> Proc {
-    let mut c = std::process::Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        ns,
-        common::BIN,
-        "agent",
-        "--manager",
-        manager,
-    ])
-    .args(["--data-dir", dir.to_str().unwrap(), "--listen", listen])
-    .env("HEARTH_ACCEL", "tcg")
-    .env(
-        "HEARTH_IMAGES_DIR",
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hearth-test-images"),
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::from(
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.with_extension("log"))
-            .unwrap(),
-    ));
-    if let Some(t) = token {
-        c.args(["--join-token", t]);
-    }
-    Proc(c.spawn().unwrap())
-}
-
 /// The manager and two agents, each in a network namespace of its own with its own address,
 /// linked only to the manager's: they join over TLS, each runs a VM the manager reaches
 /// through it, and an agent `kill -9`ed in its namespace takes its VM over again.
@@ -696,78 +646,31 @@ fn agents_in_network_namespaces_of_their_own() {
     let (d1, d2) = (root.path().join("a1"), root.path().join("a2"));
     let (_reap1, _reap2) = (ReapVms(d1.clone()), ReapVms(d2.clone()));
     let mdata = root.path().join("m");
-    std::fs::create_dir_all(&mdata).unwrap();
-    let _manager = Proc(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &m.name, common::BIN, "manager"])
-            .args(["--data-dir", mdata.to_str().unwrap()])
-            .args(["--listen", "0.0.0.0:18080"])
-            .env("HEARTH_ADMIN_PASSWORD", "in-namespaces")
-            .env("HEARTH_HEARTBEAT_INTERVAL_MS", "300")
-            .env("HEARTH_HOST_DOWN_AFTER_MS", "2000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(mdata.with_extension("log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap(),
-    );
-    let cli = NsCli {
-        ns: m.name.clone(),
-        home: tempfile::tempdir().unwrap(),
-        url: "https://127.0.0.1:18080".into(),
-    };
+    let cli = Env::in_netns(&m.name, "https://127.0.0.1:18080");
+    let _manager = spawn_manager(cli.bin(), &mdata, "0.0.0.0:18080", "in-namespaces", &[]);
     let ca = mdata.join("ca.pem");
     wait_for("the manager", Duration::from_secs(60), || {
-        ca.exists() && {
-            let mut c = cli.cmd(&[
-                "login",
-                "--password-stdin",
-                "--ca-cert",
-                ca.to_str().unwrap(),
-            ]);
-            let mut child = c
-                .stdin(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            let _ = child.stdin.take().unwrap().write_all(b"in-namespaces\n");
-            child.wait_with_output().unwrap().status.success()
-        }
+        ca.exists()
+            && cli
+                .with_stdin(
+                    &[
+                        "login",
+                        "--password-stdin",
+                        "--ca-cert",
+                        ca.to_str().unwrap(),
+                    ],
+                    "in-namespaces\n",
+                )
+                .status
+                .success()
     });
     let token = cli.ok(&["host", "join-token"]).trim().to_string();
     // Each agent reaches the manager at its own link's address.
-    let agent1 = start_agent_in(
-        &a1.name,
-        "https://10.231.1.1:18080",
-        &d1,
-        "10.231.1.2:18081",
-        Some(&token),
-    );
-    let _agent2 = start_agent_in(
-        &a2.name,
-        "https://10.231.2.1:18080",
-        &d2,
-        "10.231.2.2:18081",
-        Some(&token),
-    );
-    let host_of = |dir: &Path| {
-        wait_for("the agent's identity", Duration::from_secs(60), || {
-            dir.join("identity.json").exists()
-        });
-        let id: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("identity.json")).unwrap()).unwrap();
-        let host = id["host_id"].as_str().unwrap().to_string();
-        wait_for("the agent's host up", Duration::from_secs(60), || {
-            let out = cli.cmd(&["--json", "host", "get", &host]).output().unwrap();
-            serde_json::from_slice::<serde_json::Value>(&out.stdout)
-                .is_ok_and(|h| h["status"] == "up")
-        });
-        host
-    };
-    let (h1, h2) = (host_of(&d1), host_of(&d2));
+    let in_a1 = Env::in_netns(&a1.name, "https://10.231.1.1:18080");
+    let in_a2 = Env::in_netns(&a2.name, "https://10.231.2.1:18080");
+    let agent1 = start_agent_with(&in_a1, &d1, Some(&token), "10.231.1.2:18081", &[]);
+    let _agent2 = start_agent_with(&in_a2, &d2, Some(&token), "10.231.2.2:18081", &[]);
+    let (h1, h2) = (joined_host(&cli, &d1), joined_host(&cli, &d2));
     assert_eq!(
         cli.json(&["host", "get", &h1])["address"],
         "https://10.231.1.2:18081"
@@ -804,13 +707,7 @@ fn agents_in_network_namespaces_of_their_own() {
     let pid = qemu_pid(&d1.join("run").join("vms").join(&id1));
     kill9(agent1);
     assert!(alive(pid));
-    let _agent1 = start_agent_in(
-        &a1.name,
-        "https://10.231.1.1:18080",
-        &d1,
-        "10.231.1.2:18081",
-        None,
-    );
+    let _agent1 = start_agent_with(&in_a1, &d1, None, "10.231.1.2:18081", &[]);
     wait_for(
         "exec through the restarted agent",
         Duration::from_secs(120),

@@ -103,15 +103,45 @@ pub fn start_up(data: &Path, port: u16, password: Option<&str>) -> Proc {
     p
 }
 
-/// The CLI with a home of its own (its credentials), pointed at one manager.
+/// The CLI with a home of its own (its credentials), pointed at one manager, run inside a
+/// network namespace when it has one.
 pub struct Env {
     pub home: tempfile::TempDir,
     pub url: String,
+    pub netns: Option<String>,
 }
 
 impl Env {
+    pub fn new(url: impl Into<String>) -> Env {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+            url: url.into(),
+            netns: None,
+        }
+    }
+
+    /// An Env whose commands run in the network namespace `ns`.
+    pub fn in_netns(ns: &str, url: impl Into<String>) -> Env {
+        Env {
+            netns: Some(ns.to_string()),
+            ..Env::new(url)
+        }
+    }
+
+    /// The `hearth` binary, in this Env's namespace, with nothing else set.
+    pub fn bin(&self) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        }
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = self.bin();
         c.args(args)
             .env("HOME", self.home.path())
             .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
