@@ -66,6 +66,14 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Each manager's base URL, without a trailing slash.
+    pub fn manager_urls(&self) -> Vec<String> {
+        self.manager_url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .collect()
+    }
+
     /// The default boot bound: generous, since TCG on a busy 2-core host is slow.
     pub const DEFAULT_BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 }

@@ -22,7 +22,7 @@ const FETCH_FOR: Duration = Duration::from_secs(600);
 
 /// The CA to trust for the managers' URLs, or `None` when none of them is `https`.
 pub async fn trust(config: &AgentConfig) -> anyhow::Result<Option<String>> {
-    let urls: Vec<&str> = config.manager_url.split(',').map(str::trim).collect();
+    let urls = config.manager_urls();
     if !urls.iter().any(|u| u.starts_with("https://")) {
         return Ok(None);
     }
@@ -57,7 +57,7 @@ pub async fn trust(config: &AgentConfig) -> anyhow::Result<Option<String>> {
 }
 
 /// Fetches the CA from the first manager that answers, and checks it against `pinned`.
-async fn fetch(urls: &[&str], pinned: &str) -> anyhow::Result<String> {
+async fn fetch(urls: &[String], pinned: &str) -> anyhow::Result<String> {
     let client = reqwest::Client::builder()
         // Nothing to check the manager's certificate with yet: the fingerprint checks the
         // answer instead.
@@ -68,7 +68,7 @@ async fn fetch(urls: &[&str], pinned: &str) -> anyhow::Result<String> {
     let mut backoff = Duration::from_millis(200);
     loop {
         for url in urls.iter().filter(|u| u.starts_with("https://")) {
-            let url = format!("{}/v1/cluster/ca", url.trim_end_matches('/'));
+            let url = format!("{url}/v1/cluster/ca");
             let pem = match get_limited(&client, &url).await {
                 Ok(pem) => pem,
                 Err(e) => {

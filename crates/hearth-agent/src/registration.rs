@@ -49,8 +49,7 @@ impl Registrar {
         // One channel per manager for the agent's life: each reconnects by itself when its
         // manager restarts.
         let mut managers = Vec::new();
-        for url in config.manager_url.split(',').map(str::trim) {
-            let url = url.trim_end_matches('/').to_string();
+        for url in config.manager_urls() {
             let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
                 .with_context(|| format!("invalid manager URL {url:?}"))?
                 .connect_timeout(RPC_TIMEOUT)
@@ -190,16 +189,14 @@ impl Registrar {
         cancel: CancellationToken,
     ) {
         // The first heartbeat goes at once: it tells the manager which VMs still run here.
-        let mut first = true;
+        let mut wait = Duration::ZERO;
         loop {
             // A new image (a runtime just built) is reported at once: deploys wait on it.
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(every), if !first => {}
-                _ = self.probe.images_changed(), if !first => {}
-                _ = std::future::ready(()), if first => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.probe.images_changed() => {}
             }
-            first = false;
             match self.heartbeat(&identity).await {
                 Ok(next) => every = next,
                 Err(s) if matches!(s.code(), Code::Unauthenticated | Code::NotFound) => {
@@ -214,6 +211,7 @@ impl Registrar {
                 }
                 Err(s) => tracing::warn!(error = %s, "heartbeat failed"),
             }
+            wait = every;
         }
     }
 

@@ -50,20 +50,21 @@ impl Application {
         let app = App::new(store, config);
         let admin_password_hint = app.bootstrap_admin().await?;
         app.load_cluster_ca().await?;
-        let ca_file = app.config().data_dir.join("ca.pem");
-        std::fs::write(&ca_file, app.cluster_ca().cert_pem())
-            .with_context(|| format!("writing {}", ca_file.display()))?;
         let tls = if app.config().serves_tls() {
             Some(tls::server_config(&app, listener.local_addr()?)?)
         } else {
             None
         };
-        Ok(Application {
+        let built = Application {
             listener,
             app,
             admin_password_hint,
             tls,
-        })
+        };
+        let ca_file = built.ca_file();
+        std::fs::write(&ca_file, built.app.cluster_ca().cert_pem())
+            .with_context(|| format!("writing {}", ca_file.display()))?;
+        Ok(built)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -127,7 +128,7 @@ async fn pool_upkeep(app: App) {
     let mut n = 0u64;
     loop {
         tick.tick().await;
-        app.maintain_pools(n == 0, n).await;
+        app.maintain_pools(n).await;
         app.run_due().await;
         n += 1;
     }

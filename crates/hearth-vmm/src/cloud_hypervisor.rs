@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::firecracker::{GUEST_CID, GUEST_VSOCK_PORT};
+use crate::firecracker::GUEST_CID;
 use crate::uds_api::ApiCall;
-use crate::{qemu, VmConfig, VmmError};
+use crate::{VmConfig, VmmError};
 
 const API: &str = "/api/v1";
 
@@ -43,12 +43,7 @@ pub fn vm_config(config: &VmConfig) -> Result<serde_json::Value, VmmError> {
         ));
     }
     let p = |p: &Path| p.display().to_string();
-    let mut c = config.clone();
-    c.accel = crate::Accel::Kvm;
-    let cmdline = format!(
-        "{} hearth.channel=vsock:{GUEST_VSOCK_PORT}",
-        qemu::append(&c)
-    );
+    let cmdline = crate::firecracker::vsock_cmdline(config);
     let mut disks = Vec::new();
     if let Some(r) = &config.rootfs {
         disks.push(json!({"path": p(r), "readonly": true, "serial": "rootfs", "id": "rootfs"}));

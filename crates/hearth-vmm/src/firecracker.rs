@@ -56,15 +56,20 @@ pub fn check(config: &VmConfig) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// The kernel command line: QEMU's, with Firecracker's serial console and no TSC hint (it
-/// runs on KVM only).
-pub fn boot_args(config: &VmConfig) -> String {
+/// The kernel command line of a guest whose channel is the vsock: QEMU's, without the TSC
+/// hint (these VMMs run on KVM only). Cloud Hypervisor's too.
+pub(crate) fn vsock_cmdline(config: &VmConfig) -> String {
     let mut c = config.clone();
     c.accel = crate::Accel::Kvm;
     format!(
-        "{} reboot=k pci=off hearth.channel=vsock:{GUEST_VSOCK_PORT}",
+        "{} hearth.channel=vsock:{GUEST_VSOCK_PORT}",
         qemu::append(&c)
     )
+}
+
+/// Firecracker's kernel command line: [`vsock_cmdline`] with its reboot and PCI settings.
+pub fn boot_args(config: &VmConfig) -> String {
+    format!("{} reboot=k pci=off", vsock_cmdline(config))
 }
 
 /// The calls that configure the VM and start it, in order. `vmlinux` is the uncompressed

@@ -513,7 +513,8 @@ impl App {
 
     /// Pool housekeeping, every second: TTLs, pre-warming, and deleting function VMs no pool
     /// tracks (left by a previous run of this manager) once at start.
-    pub async fn maintain_pools(&self, first: bool, tick: u64) {
+    pub async fn maintain_pools(&self, tick: u64) {
+        let first = tick == 0;
         if let Err(e) = self.store().manager_seen(self.manager_id()).await {
             tracing::warn!(error = %e, "recording this manager as alive");
         }
