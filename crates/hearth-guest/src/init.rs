@@ -162,10 +162,15 @@ fn keep_busybox() {
     }
 }
 
-/// The block device whose virtio serial number is `serial`, waiting (bounded) for it.
+/// The block device whose virtio serial number is `serial` or, when it is a path
+/// (`/dev/vdb`: a VMM whose disks have no serial names them by order), that device;
+/// waiting (bounded) for it.
 fn disk_by_serial(serial: &str) -> Result<String, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
+        if serial.starts_with("/dev/") && std::path::Path::new(serial).exists() {
+            return Ok(serial.to_string());
+        }
         if let Ok(entries) = std::fs::read_dir("/sys/block") {
             for e in entries.flatten() {
                 let s = std::fs::read_to_string(e.path().join("serial")).unwrap_or_default();

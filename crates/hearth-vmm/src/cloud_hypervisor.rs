@@ -1,39 +1,44 @@
-//! Cloud Hypervisor, as API calls (`/api/v1/…` on its Unix socket): the whole VM is one
-//! `vm.create` body, then `vm.boot`; pause, resume, snapshot (to a directory), restore and
-//! shutdown are one call each. Built here from a [`VmConfig`] and checked in tests against
-//! Cloud Hypervisor's own API specification; [`crate::uds_api`] sends them.
+//! The Cloud Hypervisor driver. Its API (`/api/v1/…` on its Unix socket) takes the whole VM
+//! as one `vm.create` body, then `vm.boot`; pause, resume, snapshot (to a directory),
+//! restore and shutdown are one call each. The calls are built here from a [`VmConfig`]
+//! and checked in tests against Cloud Hypervisor's own API specification;
+//! [`crate::uds_api`] sends them and [`crate::api_vmm`] holds what this driver shares with
+//! Firecracker's.
 //!
-//! It boots the bzImage directly, takes raw disks (found by the guest by serial number, as
-//! with QEMU), needs a TAP for networking (no user-mode networking) and carries the guest
-//! channel over its hybrid vsock on [`crate::firecracker::GUEST_VSOCK_PORT`].
+//! It boots the ELF kernel (PVH; extracted from the bzImage by [`crate::vmlinux`]), takes
+//! raw disks (found by the guest by serial number, as with QEMU), needs a TAP for
+//! networking (no user-mode networking) and carries the guest channel over its hybrid
+//! vsock on [`crate::firecracker::GUEST_VSOCK_PORT`].
+//!
+//! A snapshot is the directory Cloud Hypervisor writes (`config.json`, `state.json`,
+//! `memory-ranges`). Its `config.json` names the VM's files relative to the root, so it
+//! loads into another VM's root as it is, except for the TAP's name: a restore loads a
+//! copy of it with the TAP renamed.
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use serde_json::json;
 
+use crate::api_vmm::{self, Api, Link, RunDir, RunInfo, API_SOCKET, INITRD, KERNEL, SERIAL, VSOCK};
 use crate::firecracker::GUEST_CID;
-use crate::uds_api::ApiCall;
-use crate::{VmConfig, VmmError};
+use crate::qemu::DiskNames;
+use crate::snapshot::Profile;
+use crate::uds_api::{ApiCall, UdsApi};
+use crate::{process, Adopted, Hypervisor, Launched, VmConfig, VmmError, VmmKind};
 
 const API: &str = "/api/v1";
-
-/// Where a Cloud Hypervisor VM keeps its sockets, in its run dir.
-pub struct Paths<'a>(pub &'a Path);
-
-impl Paths<'_> {
-    pub fn api_socket(&self) -> PathBuf {
-        self.0.join("cloud-hypervisor.sock")
-    }
-    pub fn vsock_socket(&self) -> PathBuf {
-        self.0.join("vsock.sock")
-    }
-}
+/// The file of a snapshot that describes the VM.
+const SAVED_CONFIG: &str = "config.json";
+/// Where a restore's copy of the snapshot is put together, in the root.
+const RESTORE_DIR: &str = "restore";
 
 fn call(name: &str) -> String {
     format!("{API}/{name}")
 }
 
-/// The body of `vm.create`.
+/// The body of `vm.create`. Files are named as they are in the VM's root
+/// ([`api_vmm::vm_files`]).
 pub fn vm_config(config: &VmConfig) -> Result<serde_json::Value, VmmError> {
     if config.user_net.is_some() {
         return Err(VmmError::Refused(
@@ -42,31 +47,26 @@ pub fn vm_config(config: &VmConfig) -> Result<serde_json::Value, VmmError> {
                 .into(),
         ));
     }
-    let p = |p: &Path| p.display().to_string();
-    let cmdline = crate::firecracker::vsock_cmdline(config);
-    let mut disks = Vec::new();
-    if let Some(r) = &config.rootfs {
-        disks.push(json!({"path": p(r), "readonly": true, "serial": "rootfs", "id": "rootfs"}));
-    }
-    if let Some(d) = &config.disk {
-        disks.push(json!({"path": p(d), "readonly": false, "serial": "disk", "id": "disk"}));
-    }
-    for (i, v) in config.volumes.iter().enumerate() {
-        let id = format!("vol{i}");
-        disks.push(json!({"path": p(&v.path), "readonly": false, "serial": id, "id": id}));
-    }
+    let cmdline = crate::firecracker::vsock_cmdline(config, DiskNames::Serial);
+    let disks: Vec<serde_json::Value> = crate::qemu::drive_ids(config)
+        .into_iter()
+        .map(|id| {
+            json!({
+                "path": api_vmm::drive_file(&id),
+                "readonly": id == "rootfs",
+                "serial": id,
+                "id": id,
+            })
+        })
+        .collect();
     let mut body = json!({
-        "payload": {
-            "kernel": p(&config.kernel),
-            "initramfs": p(&config.initrd),
-            "cmdline": cmdline,
-        },
+        "payload": {"kernel": KERNEL, "initramfs": INITRD, "cmdline": cmdline},
         "cpus": {"boot_vcpus": config.vcpus, "max_vcpus": config.vcpus},
         "memory": {"size": config.memory_mib << 20},
         "disks": disks,
         "rng": {"src": "/dev/urandom"},
-        "vsock": {"cid": GUEST_CID, "socket": p(&Paths(&config.run_dir).vsock_socket())},
-        "serial": {"mode": "File", "file": p(&config.serial_log())},
+        "vsock": {"cid": GUEST_CID, "socket": VSOCK},
+        "serial": {"mode": "File", "file": SERIAL},
         "console": {"mode": "Off"},
     });
     if let Some(t) = &config.tap {
@@ -117,6 +117,123 @@ pub fn shutdown_vmm_call() -> ApiCall {
     ApiCall::put_empty(call("vmm.shutdown"))
 }
 
+/// Puts together, in `root`, the snapshot in `saved` as `config` restores it: the saved
+/// `config.json` with the TAP renamed to this VM's, and links to the other files. Returns
+/// the directory to restore from.
+pub fn stage_restore(saved: &Path, root: &Path, config: &VmConfig) -> Result<PathBuf, VmmError> {
+    let dir = root.join(RESTORE_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let bad = |e: String| VmmError::Snapshot(format!("the snapshot's {SAVED_CONFIG}: {e}"));
+    let mut vm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.join(SAVED_CONFIG))?)
+            .map_err(|e| bad(e.to_string()))?;
+    if let (Some(nets), Some(t)) = (vm.get_mut("net").and_then(|n| n.as_array_mut()), &config.tap) {
+        for n in nets {
+            n["tap"] = json!(t.ifname);
+        }
+    }
+    std::fs::write(
+        dir.join(SAVED_CONFIG),
+        serde_json::to_vec(&vm).map_err(|e| bad(e.to_string()))?,
+    )?;
+    for e in std::fs::read_dir(saved)?.flatten() {
+        let name = e.file_name();
+        let ours = ["disk.ext4", "meta.json", SAVED_CONFIG];
+        if !ours.iter().any(|o| name == *o) {
+            std::os::unix::fs::symlink(e.path(), dir.join(&name))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// The Cloud Hypervisor driver.
+pub struct CloudHypervisor {
+    pub binary: PathBuf,
+    /// Where kernels extracted from bzImages are kept.
+    pub cache_dir: PathBuf,
+}
+
+#[async_trait]
+impl Hypervisor for CloudHypervisor {
+    fn kind(&self) -> VmmKind {
+        VmmKind::CloudHypervisor
+    }
+
+    async fn version(&self) -> String {
+        crate::discover::cached_version_of(&self.binary).await
+    }
+
+    async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
+        let calls = boot_calls(config)?;
+        let rd = RunDir(&config.run_dir);
+        let root = config.run_dir.clone();
+        std::fs::create_dir_all(&root)?;
+        let (kernel, cache) = (config.kernel.clone(), self.cache_dir.clone());
+        let vmlinux = tokio::task::spawn_blocking(move || crate::vmlinux::cached(&kernel, &cache))
+            .await
+            .map_err(|e| VmmError::Io(std::io::Error::other(e)))?
+            .map_err(|e| VmmError::Refused(format!("Cloud Hypervisor needs a vmlinux: {e}")))?;
+        for f in [root.join(API_SOCKET), rd.pid_file()] {
+            let _ = std::fs::remove_file(f);
+        }
+        api_vmm::stage(&root, &api_vmm::vm_files(config, &vmlinux), Link::Symbolic)?;
+        let restore_from = match &config.incoming {
+            Some(saved) => Some(stage_restore(saved, &root, config)?),
+            None => None,
+        };
+        let info = RunInfo {
+            root: root.clone(),
+            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
+        };
+        info.write(&config.run_dir)?;
+        let api_socket = root.join(API_SOCKET);
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("--api-socket")
+            .arg(format!("path={}", api_socket.display()))
+            .current_dir(&root)
+            .stdout(std::fs::File::create(rd.stderr_log())?)
+            .stderr(std::fs::File::create(rd.stderr_log())?);
+        process::prepare(&mut cmd, config.tap.as_ref().and_then(|t| t.netns.as_deref()))?;
+        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+            vmm: "cloud-hypervisor",
+            source,
+        })?;
+        std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
+        let ready = || api_socket.exists();
+        process::wait_ready(
+            "cloud-hypervisor",
+            &mut child,
+            &rd.stderr_log(),
+            api_vmm::START_TIMEOUT,
+            ready,
+        )
+        .await?;
+        let calls = match &restore_from {
+            Some(dir) => vec![restore_call(dir)],
+            None => calls,
+        };
+        if let Err(e) = UdsApi::new(&api_socket).send_all(&calls).await {
+            process::discard(child).await;
+            return Err(api_vmm::refused(e));
+        }
+        Ok(api_vmm::launched(
+            Api::CloudHypervisor,
+            &config.run_dir,
+            info,
+            process::own(child),
+        ))
+    }
+
+    async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
+        api_vmm::adopt(Api::CloudHypervisor, run_dir).await
+    }
+
+    fn profile(&self, config: &VmConfig, version: &str) -> Profile {
+        api_vmm::profile(VmmKind::CloudHypervisor, config, version)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +254,32 @@ mod tests {
             .collect();
         assert_eq!(serials, ["rootfs", "disk", "vol0"]);
         assert_eq!(body["net"][0]["tap"], "htap1");
+        assert_eq!(body["disks"][1]["path"], "disk.img");
+        assert_eq!(body["payload"]["kernel"], "vmlinux");
+    }
+
+    #[test]
+    fn a_restore_renames_the_tap_and_links_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("snap");
+        std::fs::create_dir_all(&saved).unwrap();
+        let mut c = crate::firecracker::tests::config();
+        let mut vm = vm_config(&c).unwrap();
+        vm["net"][0]["tap"] = json!("htap-old");
+        std::fs::write(saved.join("config.json"), vm.to_string()).unwrap();
+        std::fs::write(saved.join("state.json"), "{}").unwrap();
+        std::fs::write(saved.join("memory-ranges"), "mem").unwrap();
+        std::fs::write(saved.join("disk.ext4"), "disk").unwrap();
+        let root = dir.path().join("root");
+        c.run_dir = root.clone();
+        let got = stage_restore(&saved, &root, &c).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(got.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["net"][0]["tap"], "htap1");
+        assert_eq!(cfg["disks"][0]["path"], "rootfs.img", "relative names stay");
+        assert_eq!(std::fs::read(got.join("memory-ranges")).unwrap(), b"mem");
+        assert!(!got.join("disk.ext4").exists());
+        std::fs::write(saved.join("config.json"), "not json").unwrap();
+        assert!(stage_restore(&saved, &root, &c).is_err());
     }
 }

@@ -1,40 +1,47 @@
-//! Firecracker, as API calls: what configures and starts a VM, pauses and resumes it, saves
-//! and loads its snapshot. The calls are data ([`ApiCall`]), built here from a [`VmConfig`]
-//! and checked in tests against Firecracker's own API specification; [`crate::uds_api`]
-//! sends them.
+//! The Firecracker driver. The calls that configure, start, pause, save and load a VM are
+//! data ([`ApiCall`]), built here from a [`VmConfig`] and checked in tests against
+//! Firecracker's own API specification; [`crate::uds_api`] sends them, and
+//! [`crate::api_vmm`] holds what this driver shares with Cloud Hypervisor's (the VM's root
+//! and its file names, the running VMM's control).
 //!
 //! What Firecracker needs that QEMU does not:
-//! - an uncompressed kernel (`vmlinux`), which the caller extracts from the bzImage;
-//! - raw disks (the agent's disks are raw ext4 files already);
+//! - an uncompressed kernel (`vmlinux`), extracted from the bzImage ([`crate::vmlinux`]);
+//! - raw disks (the agent's disks are raw ext4 files already), which the guest finds by
+//!   their order (`/dev/vda`, …): Firecracker's drives have no serial number;
 //! - a TAP for networking: it has no user-mode networking;
 //! - the guest channel over its hybrid vsock ([`crate::hybrid_vsock`]) on
 //!   [`GUEST_VSOCK_PORT`];
-//! - 1 or an even number of vCPUs, at most 32.
+//! - 1 or an even number of vCPUs, at most 32;
+//! - version 1.8 or later: the guest finds its virtio devices through ACPI (Debian's
+//!   kernels cannot take them from the command line).
+//!
+//! When a jailer is configured ([`Jailer`]), each Firecracker runs through it: chrooted in
+//! its VM's run dir, as an unprivileged user, in a cgroup v2 capped at the VM's vCPUs and
+//! memory, and in the TAP's network namespace.
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use serde_json::json;
 
-use crate::uds_api::ApiCall;
-use crate::{qemu, VmConfig, VmmError};
+use crate::api_vmm::{self, Api, Link, RunDir, RunInfo, API_SOCKET, INITRD, KERNEL, VSOCK};
+use crate::qemu::DiskNames;
+use crate::snapshot::Profile;
+use crate::uds_api::{ApiCall, UdsApi};
+use crate::{process, Adopted, Hypervisor, Launched, VmConfig, VmmError, VmmKind};
 
 /// The vsock port the guest agent listens on.
 pub const GUEST_VSOCK_PORT: u32 = 1024;
 /// The guest's vsock context id (each VM has its own vsock socket, so they may all be 3).
 pub const GUEST_CID: u32 = 3;
 const MAX_VCPUS: u32 = 32;
-
-/// Where a Firecracker VM keeps its sockets and snapshot files, in its run dir.
-pub struct Paths<'a>(pub &'a Path);
-
-impl Paths<'_> {
-    pub fn api_socket(&self) -> PathBuf {
-        self.0.join("firecracker.sock")
-    }
-    pub fn vsock_socket(&self) -> PathBuf {
-        self.0.join("vsock.sock")
-    }
-}
+/// A saved state's files, in its snapshot dir and (while saving or loading) in the root.
+const STATE: &str = "vmstate.bin";
+const MEMORY: &str = "memory.bin";
+/// What else a save records: the TAP the VM ran on.
+const NET: &str = "firecracker-net.json";
+/// Memory the Firecracker process may use beyond the guest's, under the jailer's cgroup.
+const OVERHEAD_MIB: u64 = 128;
 
 /// Whether Firecracker can run `config`, and if not, why.
 pub fn check(config: &VmConfig) -> Result<(), VmmError> {
@@ -58,31 +65,33 @@ pub fn check(config: &VmConfig) -> Result<(), VmmError> {
 
 /// The kernel command line of a guest whose channel is the vsock: QEMU's, without the TSC
 /// hint (these VMMs run on KVM only). Cloud Hypervisor's too.
-pub(crate) fn vsock_cmdline(config: &VmConfig) -> String {
+pub(crate) fn vsock_cmdline(config: &VmConfig, disks: DiskNames) -> String {
     let mut c = config.clone();
     c.accel = crate::Accel::Kvm;
     format!(
         "{} hearth.channel=vsock:{GUEST_VSOCK_PORT}",
-        qemu::append(&c)
+        crate::qemu::kernel_args(&c, disks)
     )
 }
 
 /// Firecracker's kernel command line: [`vsock_cmdline`] with its reboot and PCI settings.
 pub fn boot_args(config: &VmConfig) -> String {
-    format!("{} reboot=k pci=off", vsock_cmdline(config))
+    format!(
+        "{} reboot=k pci=off",
+        vsock_cmdline(config, DiskNames::Order)
+    )
 }
 
-/// The calls that configure the VM and start it, in order. `vmlinux` is the uncompressed
-/// kernel.
-pub fn boot_calls(config: &VmConfig, vmlinux: &Path) -> Result<Vec<ApiCall>, VmmError> {
+/// The calls that configure the VM and start it, in order. Files are named as they are
+/// in the VM's root ([`api_vmm::vm_files`]).
+pub fn boot_calls(config: &VmConfig) -> Result<Vec<ApiCall>, VmmError> {
     check(config)?;
-    let p = |p: &Path| p.display().to_string();
     let mut calls = vec![
         ApiCall::put(
             "/boot-source",
             json!({
-                "kernel_image_path": p(vmlinux),
-                "initrd_path": p(&config.initrd),
+                "kernel_image_path": KERNEL,
+                "initrd_path": INITRD,
                 "boot_args": boot_args(config),
             }),
         ),
@@ -104,35 +113,26 @@ pub fn boot_calls(config: &VmConfig, vmlinux: &Path) -> Result<Vec<ApiCall>, Vmm
     }
     calls.push(ApiCall::put(
         "/vsock",
-        json!({"guest_cid": GUEST_CID, "uds_path": p(&Paths(&config.run_dir).vsock_socket())}),
+        json!({"guest_cid": GUEST_CID, "uds_path": VSOCK}),
     ));
     calls.push(ApiCall::put("/entropy", json!({})));
     calls.push(action("InstanceStart"));
     Ok(calls)
 }
 
-/// The block devices, named as the guest looks for them (as QEMU's serial numbers are).
+/// The block devices, in the order the guest numbers them (`vda`, `vdb`, …).
 fn drive_calls(config: &VmConfig) -> Vec<ApiCall> {
-    let mut drives: Vec<(String, &Path, bool)> = Vec::new();
-    if let Some(r) = &config.rootfs {
-        drives.push(("rootfs".into(), r, true));
-    }
-    if let Some(d) = &config.disk {
-        drives.push(("disk".into(), d, false));
-    }
-    for (i, v) in config.volumes.iter().enumerate() {
-        drives.push((format!("vol{i}"), &v.path, false));
-    }
-    drives
+    crate::qemu::drive_ids(config)
         .into_iter()
-        .map(|(id, path, ro)| {
+        .map(|id| {
+            let read_only = id == "rootfs";
             ApiCall::put(
                 format!("/drives/{id}"),
                 json!({
                     "drive_id": id,
-                    "path_on_host": path.display().to_string(),
+                    "path_on_host": api_vmm::drive_file(&id),
                     "is_root_device": false,
-                    "is_read_only": ro,
+                    "is_read_only": read_only,
                 }),
             )
         })
@@ -156,31 +156,227 @@ pub fn resume_call() -> ApiCall {
     ApiCall::patch("/vm", json!({"state": "Resumed"}))
 }
 
-/// Saves the paused VM: its device state to `state`, its memory to `memory`.
-pub fn snapshot_call(state: &Path, memory: &Path) -> ApiCall {
+/// Saves the paused VM into its root: its device state to `vmstate.bin`, its memory to
+/// `memory.bin`.
+pub fn snapshot_call() -> ApiCall {
     ApiCall::put(
         "/snapshot/create",
-        json!({
-            "snapshot_type": "Full",
-            "snapshot_path": state.display().to_string(),
-            "mem_file_path": memory.display().to_string(),
-        }),
+        json!({"snapshot_type": "Full", "snapshot_path": STATE, "mem_file_path": MEMORY}),
     )
 }
 
-/// Loads a snapshot into a fresh Firecracker and resumes it, on this run's TAP and vsock
-/// socket (a clone has its own).
-pub fn load_call(config: &VmConfig, state: &Path, memory: &Path) -> ApiCall {
+/// Loads the state staged in a fresh Firecracker's root and resumes it. A clone runs on a
+/// TAP of its own: `saved_tap` is the one the snapshot's VM had, renamed when it differs
+/// (which needs a Firecracker that knows `network_overrides`).
+pub fn load_call(config: &VmConfig, saved_tap: Option<&str>) -> ApiCall {
     let mut body = json!({
-        "snapshot_path": state.display().to_string(),
-        "mem_backend": {"backend_type": "File", "backend_path": memory.display().to_string()},
+        "snapshot_path": STATE,
+        "mem_backend": {"backend_type": "File", "backend_path": MEMORY},
         "resume_vm": true,
-        "vsock_override": {"uds_path": Paths(&config.run_dir).vsock_socket().display().to_string()},
     });
-    if let Some(t) = &config.tap {
-        body["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": t.ifname}]);
+    if let (Some(t), Some(saved)) = (&config.tap, saved_tap) {
+        if t.ifname != saved {
+            body["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": t.ifname}]);
+        }
     }
     ApiCall::put("/snapshot/load", body)
+}
+
+/// Saves the paused VM into `dir` (see [`crate::VmControl::save`]).
+pub(crate) async fn save(api: &UdsApi, info: &RunInfo, dir: &Path) -> Result<(), VmmError> {
+    // Written in the root, where a jailed Firecracker can write, then moved.
+    for f in [STATE, MEMORY] {
+        let _ = std::fs::remove_file(info.root.join(f));
+    }
+    api.send(&snapshot_call()).await.map_err(api_vmm::refused)?;
+    for f in [STATE, MEMORY] {
+        api_vmm::move_file(&info.root.join(f), &dir.join(f))?;
+    }
+    let net = serde_json::to_vec(&json!({ "tap": info.tap })).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(NET), net)?;
+    Ok(())
+}
+
+/// The TAP a snapshot's VM ran on.
+fn saved_tap(dir: &Path) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(NET)).ok()?).ok()?;
+    v["tap"].as_str().map(str::to_string)
+}
+
+/// Firecracker's jailer, and who the VMMs run as under it.
+#[derive(Debug, Clone)]
+pub struct Jailer {
+    pub binary: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Jailer {
+    /// The chroot the jailer makes for the VM of `run_dir`:
+    /// `<run dir>/jail/<Firecracker's file name>/<VM id>/root`.
+    pub fn root(&self, firecracker: &Path, run_dir: &Path) -> PathBuf {
+        let exec = firecracker
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "firecracker".into());
+        run_dir
+            .join("jail")
+            .join(exec)
+            .join(vm_id(run_dir))
+            .join("root")
+    }
+
+    /// The jailer's arguments: the chroot, the user, the cgroup v2 limits (the VM's vCPUs as
+    /// a CPU quota, its memory plus Firecracker's own), the TAP's network namespace, and
+    /// Firecracker's arguments after `--`.
+    pub fn args(&self, firecracker: &Path, config: &VmConfig) -> Vec<String> {
+        let mut a = vec![
+            "--id".to_string(),
+            vm_id(&config.run_dir),
+            "--exec-file".into(),
+            firecracker.display().to_string(),
+            "--uid".into(),
+            self.uid.to_string(),
+            "--gid".into(),
+            self.gid.to_string(),
+            "--chroot-base-dir".into(),
+            config.run_dir.join("jail").display().to_string(),
+            "--cgroup-version".into(),
+            "2".into(),
+            "--cgroup".into(),
+            format!("cpu.max={} 100000", u64::from(config.vcpus) * 100_000),
+            "--cgroup".into(),
+            format!("memory.max={}", (config.memory_mib + OVERHEAD_MIB) << 20),
+        ];
+        if let Some(ns) = config.tap.as_ref().and_then(|t| t.netns.as_ref()) {
+            a.extend(["--netns".into(), ns.display().to_string()]);
+        }
+        a.extend(["--".into(), "--api-sock".into(), format!("/{API_SOCKET}")]);
+        a
+    }
+}
+
+/// The VM's id: its run dir's name.
+fn vm_id(run_dir: &Path) -> String {
+    run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The Firecracker driver.
+pub struct Firecracker {
+    pub binary: PathBuf,
+    /// Used when set (the agent must then run as root).
+    pub jailer: Option<Jailer>,
+    /// Where kernels extracted from bzImages are kept.
+    pub cache_dir: PathBuf,
+}
+
+impl Firecracker {
+    /// The command that starts Firecracker for `config`, its root and how files get there.
+    fn command(&self, config: &VmConfig) -> Result<(tokio::process::Command, PathBuf, Link), VmmError> {
+        Ok(match &self.jailer {
+            None => {
+                let root = config.run_dir.clone();
+                let mut cmd = tokio::process::Command::new(&self.binary);
+                cmd.arg("--api-sock")
+                    .arg(root.join(API_SOCKET))
+                    .args(["--id", &vm_id(&config.run_dir)])
+                    .current_dir(&root);
+                let netns = config.tap.as_ref().and_then(|t| t.netns.as_deref());
+                process::prepare(&mut cmd, netns)?;
+                (cmd, root, Link::Symbolic)
+            }
+            Some(j) => {
+                let mut cmd = tokio::process::Command::new(&j.binary);
+                cmd.args(j.args(&self.binary, config));
+                process::prepare(&mut cmd, None)?;
+                (cmd, j.root(&self.binary, &config.run_dir), Link::Hard)
+            }
+        })
+    }
+
+    /// Gives the jail's user the VM's writable files.
+    fn chown_writable(&self, config: &VmConfig) -> Result<(), VmmError> {
+        if let Some(j) = &self.jailer {
+            let writable = config.disk.iter().chain(config.volumes.iter().map(|v| &v.path));
+            for f in writable {
+                std::os::unix::fs::chown(f, Some(j.uid), Some(j.gid))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Firecracker {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Firecracker
+    }
+
+    async fn version(&self) -> String {
+        crate::discover::cached_version_of(&self.binary).await
+    }
+
+    async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
+        check(config)?;
+        let rd = RunDir(&config.run_dir);
+        std::fs::create_dir_all(&config.run_dir)?;
+        let (kernel, cache) = (config.kernel.clone(), self.cache_dir.clone());
+        let vmlinux = tokio::task::spawn_blocking(move || crate::vmlinux::cached(&kernel, &cache))
+            .await
+            .map_err(|e| VmmError::Io(std::io::Error::other(e)))?
+            .map_err(|e| VmmError::Refused(format!("Firecracker needs a vmlinux: {e}")))?;
+        let (mut cmd, root, link) = self.command(config)?;
+        let _ = std::fs::remove_file(root.join(API_SOCKET));
+        let _ = std::fs::remove_file(rd.pid_file());
+        let mut files = api_vmm::vm_files(config, &vmlinux);
+        if let Some(dir) = &config.incoming {
+            files.extend([STATE, MEMORY].map(|f| (f.to_string(), dir.join(f))));
+        }
+        api_vmm::stage(&root, &files, link)?;
+        self.chown_writable(config)?;
+        let info = RunInfo {
+            root: root.clone(),
+            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
+        };
+        info.write(&config.run_dir)?;
+        // Firecracker writes the guest's serial console to its standard output.
+        cmd.stdout(std::fs::File::create(config.serial_log())?)
+            .stderr(std::fs::File::create(rd.stderr_log())?);
+        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+            vmm: "firecracker",
+            source,
+        })?;
+        std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
+        let api_socket = root.join(API_SOCKET);
+        let ready = || api_socket.exists();
+        process::wait_ready("firecracker", &mut child, &rd.stderr_log(), api_vmm::START_TIMEOUT, ready)
+            .await?;
+        let calls = match &config.incoming {
+            Some(dir) => vec![load_call(config, saved_tap(dir).as_deref())],
+            None => boot_calls(config)?,
+        };
+        if let Err(e) = UdsApi::new(&api_socket).send_all(&calls).await {
+            process::discard(child).await;
+            return Err(api_vmm::refused(e));
+        }
+        Ok(api_vmm::launched(
+            Api::Firecracker,
+            &config.run_dir,
+            info,
+            process::own(child),
+        ))
+    }
+
+    async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
+        api_vmm::adopt(Api::Firecracker, run_dir).await
+    }
+
+    fn profile(&self, config: &VmConfig, version: &str) -> Profile {
+        api_vmm::profile(VmmKind::Firecracker, config, version)
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +414,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_vm_is_configured_then_started() {
-        let calls = boot_calls(&config(), Path::new("/k/vmlinux")).unwrap();
+        let calls = boot_calls(&config()).unwrap();
         let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -239,6 +435,14 @@ pub(crate) mod tests {
             .unwrap();
         assert!(args.contains("hearth.hostname=vm1") && args.contains("hearth.channel=vsock:1024"));
         assert!(!args.contains("tsc_early_khz"), "{args}");
+        assert!(
+            args.contains("hearth.rootfs=/dev/vda hearth.disk=/dev/vdb")
+                && args.contains("hearth.volumes=data:/dev/vdc"),
+            "Firecracker's drives are found by order: {args}"
+        );
+        let drive = calls[3].body.as_ref().unwrap();
+        assert_eq!(drive["path_on_host"], "disk.img");
+        assert_eq!(drive["is_read_only"], false);
     }
 
     #[test]
@@ -249,11 +453,45 @@ pub(crate) mod tests {
             mac: "02:00:00:00:00:02".into(),
             forwards: vec![],
         });
-        let err = boot_calls(&c, Path::new("/k/vmlinux")).unwrap_err();
+        let err = boot_calls(&c).unwrap_err();
         assert!(err.to_string().contains("user-mode"), "{err}");
         let mut c = config();
         c.vcpus = 3;
-        let err = boot_calls(&c, Path::new("/k/vmlinux")).unwrap_err();
+        let err = boot_calls(&c).unwrap_err();
         assert!(err.to_string().contains("even"), "{err}");
+    }
+
+    #[test]
+    fn a_clone_renames_its_tap_only_when_it_differs() {
+        let c = config();
+        let same = load_call(&c, Some("htap1"));
+        assert!(same.body.as_ref().unwrap().get("network_overrides").is_none());
+        let other = load_call(&c, Some("htap9"));
+        assert_eq!(
+            other.body.as_ref().unwrap()["network_overrides"][0]["host_dev_name"],
+            "htap1"
+        );
+    }
+
+    #[test]
+    fn the_jailer_chroots_caps_and_enters_the_taps_namespace() {
+        let j = Jailer {
+            binary: "/usr/bin/jailer".into(),
+            uid: 123,
+            gid: 456,
+        };
+        let mut c = config();
+        c.tap.as_mut().unwrap().netns = Some("/run/netns/hth".into());
+        let fc = Path::new("/opt/fc/firecracker");
+        let a = j.args(fc, &c).join(" ");
+        assert!(a.starts_with("--id vm1 --exec-file /opt/fc/firecracker --uid 123 --gid 456"), "{a}");
+        assert!(a.contains("--chroot-base-dir /run/vm1/jail"));
+        assert!(a.contains("--cgroup-version 2 --cgroup cpu.max=200000 100000"));
+        assert!(a.contains(&format!("--cgroup memory.max={}", (256u64 + 128) << 20)));
+        assert!(a.ends_with("--netns /run/netns/hth -- --api-sock /api.sock"), "{a}");
+        assert_eq!(
+            j.root(fc, &c.run_dir),
+            Path::new("/run/vm1/jail/firecracker/vm1/root")
+        );
     }
 }

@@ -6,14 +6,17 @@
 //! [`VmControl`] to reach the guest channel, ask for an ACPI power-off or kill it. The agent
 //! never builds a command line or speaks a VMM's API itself.
 
+pub(crate) mod api_vmm;
 pub mod cloud_hypervisor;
 pub mod discover;
 pub mod firecracker;
 pub mod hybrid_vsock;
 pub mod qemu;
+pub mod process;
 pub mod qmp;
 pub mod snapshot;
 pub mod uds_api;
+pub mod vmlinux;
 
 use std::path::{Path, PathBuf};
 
@@ -50,7 +53,8 @@ pub struct VmConfig {
     /// The VM's own writable disk (a raw ext4 file): the guest keeps its root filesystem's
     /// changes there. None: changes live in guest memory.
     pub disk: Option<PathBuf>,
-    /// Restore this saved memory and device state instead of booting.
+    /// Restore the memory and device state saved in this directory ([`VmControl::save`])
+    /// instead of booting.
     pub incoming: Option<PathBuf>,
     /// Volumes (raw ext4 files), attached in order; the guest mounts each at
     /// `/volumes/<name>`.
@@ -157,7 +161,7 @@ pub trait Hypervisor: Send + Sync {
     fn kind(&self) -> VmmKind;
     /// The VMM's version line (recorded in snapshots, which only load into the same).
     async fn version(&self) -> String;
-    /// Starts the VMM. With `config.incoming`, the VM's state is loaded from that file and
+    /// Starts the VMM. With `config.incoming`, the VM's state is loaded from that dir and
     /// the VM runs on from where it was saved; this returns once it does.
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError>;
     /// Takes over the VMM a previous run of this agent started in `run_dir` and left
@@ -178,8 +182,9 @@ pub trait VmControl: Send + Sync {
     async fn pause(&self) -> Result<(), VmmError>;
     /// Lets a paused guest run again.
     async fn resume(&self) -> Result<(), VmmError>;
-    /// Writes the paused VM's memory and device state to `path`. The VM stays paused.
-    async fn save(&self, path: &Path) -> Result<(), VmmError>;
+    /// Writes the paused VM's memory and device state into the directory `dir`, as files of
+    /// the driver's own naming (none is `disk.ext4` or `meta.json`). The VM stays paused.
+    async fn save(&self, dir: &Path) -> Result<(), VmmError>;
     /// Adds (or with `add` false, removes) a forward from `127.0.0.1:host_port` to the
     /// guest's `guest_port` on its user-mode NIC.
     async fn user_forward(

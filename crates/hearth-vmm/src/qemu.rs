@@ -12,17 +12,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::process;
 use crate::qmp::Qmp;
 use crate::snapshot::Profile;
-use crate::{
-    Accel, Adopted, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind,
-    ADOPTED_EXIT,
-};
+use crate::{Accel, Adopted, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind};
 
 /// The virtio-serial port name the guest agent looks for.
 pub const GUEST_PORT: &str = "org.hearth.guest.0";
+
+/// The file of a saved state's directory QEMU writes its migration stream to.
+pub const STATE_FILE: &str = "memory.bin";
 
 /// How long QEMU gets to create its sockets.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,8 +50,23 @@ impl RunDir<'_> {
     }
 }
 
+/// How the guest finds its disks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskNames {
+    /// By their virtio serial numbers (`rootfs`, `disk`, `vol0`, …): QEMU, Cloud
+    /// Hypervisor.
+    Serial,
+    /// By their order (`/dev/vda`, `/dev/vdb`, …): Firecracker, whose drives have no serial.
+    Order,
+}
+
 /// The kernel command line.
 pub fn append(config: &VmConfig) -> String {
+    kernel_args(config, DiskNames::Serial)
+}
+
+/// The kernel command line, with the disks named as the guest will find them.
+pub(crate) fn kernel_args(config: &VmConfig, names: DiskNames) -> String {
     let mut a = format!(
         "console=ttyS0 panic=-1 quiet hearth.hostname={}",
         config.hostname
@@ -62,12 +78,19 @@ pub fn append(config: &VmConfig) -> String {
             a.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
-    // The guest finds its disks by their serial numbers.
+    let ids = drive_ids(config);
+    let name = |id: &str| match names {
+        DiskNames::Serial => id.to_string(),
+        DiskNames::Order => {
+            let i = ids.iter().position(|d| d == id).unwrap_or(0);
+            format!("/dev/vd{}", (b'a' + i as u8) as char)
+        }
+    };
     if config.rootfs.is_some() {
-        a.push_str(" hearth.rootfs=rootfs");
+        a.push_str(&format!(" hearth.rootfs={}", name("rootfs")));
     }
     if config.disk.is_some() {
-        a.push_str(" hearth.disk=disk");
+        a.push_str(&format!(" hearth.disk={}", name("disk")));
     }
     if config.user_net.is_some() {
         a.push_str(" hearth.net=user");
@@ -86,11 +109,25 @@ pub fn append(config: &VmConfig) -> String {
             .volumes
             .iter()
             .enumerate()
-            .map(|(i, v)| format!("{}:vol{i}", v.name))
+            .map(|(i, v)| format!("{}:{}", v.name, name(&format!("vol{i}"))))
             .collect();
         a.push_str(&format!(" hearth.volumes={}", list.join(",")));
     }
     a
+}
+
+/// The ids (and serial numbers) of the VM's disks, in the order they are attached:
+/// `rootfs`, `disk`, `vol0`, `vol1`, ….
+pub(crate) fn drive_ids(config: &VmConfig) -> Vec<String> {
+    let mut ids = Vec::new();
+    if config.rootfs.is_some() {
+        ids.push("rootfs".to_string());
+    }
+    if config.disk.is_some() {
+        ids.push("disk".to_string());
+    }
+    ids.extend((0..config.volumes.len()).map(|i| format!("vol{i}")));
+    ids
 }
 
 /// The CPU model the guest sees.
@@ -218,10 +255,10 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         "-pidfile".into(),
         p(&rd.pid_file()),
     ]);
-    if let Some(state) = &config.incoming {
+    if let Some(dir) = &config.incoming {
         args.extend([
             "-incoming".into(),
-            format!("exec:cat {}", shell_quote(state)),
+            format!("exec:cat {}", shell_quote(&dir.join(STATE_FILE))),
         ]);
     }
     args
@@ -293,49 +330,16 @@ impl Hypervisor for Qemu {
 
     async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
         let rd = RunDir(run_dir);
-        let Some(pid) = std::fs::read_to_string(rd.pid_file())
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
+        let Some((pid, pidfd)) = process::find(&rd.pid_file(), |pid| runs_in(pid, run_dir)) else {
             return Ok(None);
         };
-        // The pidfd pins the process: once its command line is checked (a reused PID is
-        // someone else's), signals and the exit can only be about this QEMU.
-        let Ok(pidfd) = Pidfd::open(pid) else {
-            return Ok(None);
-        };
-        if !runs_in(pid, run_dir) {
-            return Ok(None);
-        }
         let mut qmp = Qmp::connect(&rd.qmp_socket(), QMP_TIMEOUT).await?;
         let status = qmp.execute("query-status", None).await?;
         drop(qmp);
         let paused = status.get("running").and_then(|r| r.as_bool()) == Some(false);
-        let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
-        let (exit_tx, exit) = oneshot::channel();
-        // SAFETY: the Pidfd owns its descriptor until the AsyncFd drops it.
-        let exited = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| VmmError::Io(e.into()))?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = exited.readable() => break,
-                    Some(()) = kill_rx.recv() => exited.get_ref().kill(),
-                }
-            }
-            let _ = exit_tx.send(ADOPTED_EXIT.to_string());
-        });
+        let owned = process::watch_adopted(pid, pidfd)?;
         Ok(Some(Adopted {
-            launched: Launched {
-                pid: pid as u32,
-                exit,
-                control: std::sync::Arc::new(QemuControl {
-                    run_dir: run_dir.to_path_buf(),
-                    kill: kill_tx,
-                }),
-            },
+            launched: launched(owned, run_dir),
             paused,
         }))
     }
@@ -366,127 +370,40 @@ impl Hypervisor for Qemu {
         let stderr = std::fs::File::create(rd.stderr_log())?;
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(args(config))
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            // Not killed with the agent: a restarted agent takes it over.
-            .process_group(0);
-        // A TAP is opened by name in QEMU's own network namespace: start QEMU in the TAP's.
-        if let Some(ns) = config.tap.as_ref().and_then(|t| t.netns.as_ref()) {
-            let ns = std::fs::File::open(ns)?;
-            // SAFETY: between fork and exec the closure only calls setns(2), which is
-            // async-signal-safe, on a file opened before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        }
+            .stderr(stderr);
+        process::prepare(&mut cmd, config.tap.as_ref().and_then(|t| t.netns.as_deref()))?;
         let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
             vmm: "qemu",
             source,
         })?;
-        let pid = child.id().unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        while !(rd.guest_socket().exists() && rd.qmp_socket().exists()) {
-            if let Some(status) = child.try_wait()? {
-                let stderr = std::fs::read_to_string(rd.stderr_log()).unwrap_or_default();
-                return Err(VmmError::EarlyExit {
-                    vmm: "qemu",
-                    status: status.to_string(),
-                    stderr: stderr.trim().to_string(),
-                });
-            }
-            if tokio::time::Instant::now() > deadline {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(VmmError::StartTimeout {
-                    vmm: "qemu",
-                    secs: START_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let ready = || rd.guest_socket().exists() && rd.qmp_socket().exists();
+        process::wait_ready("qemu", &mut child, &rd.stderr_log(), START_TIMEOUT, ready).await?;
         if config.incoming.is_some() {
             if let Err(e) = load_state(&rd).await {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                process::discard(child).await;
                 return Err(e);
             }
         }
-        // One task owns the child: it reaps it (so a kill never hits a reused PID) and
-        // reports how it ended.
-        let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
-        let (exit_tx, exit) = oneshot::channel();
-        tokio::spawn(async move {
-            let status = loop {
-                tokio::select! {
-                    s = child.wait() => break s,
-                    Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
-                }
-            };
-            let what = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unknown ({e})"),
-            };
-            let _ = exit_tx.send(what);
-        });
-        Ok(Launched {
-            pid,
-            exit,
-            control: std::sync::Arc::new(QemuControl {
-                run_dir: config.run_dir.clone(),
-                kill: kill_tx,
-            }),
-        })
+        Ok(launched(process::own(child), &config.run_dir))
+    }
+}
+
+fn launched(owned: process::Owned, run_dir: &Path) -> Launched {
+    Launched {
+        pid: owned.pid,
+        exit: owned.exit,
+        control: std::sync::Arc::new(QemuControl {
+            run_dir: run_dir.to_path_buf(),
+            kill: owned.kill,
+        }),
     }
 }
 
 /// Whether process `pid` is the QEMU of `run_dir`: its command line names the run dir (a
 /// PID read from a pid file may have been reused by anything since).
 pub fn runs_in(pid: i32, run_dir: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(&*run_dir.to_string_lossy())
-}
-
-/// A process file descriptor (pidfd_open(2)): readable once the process has exited, and a
-/// target for signals that cannot hit a reused PID.
-struct Pidfd(std::os::fd::OwnedFd);
-
-impl Pidfd {
-    fn open(pid: i32) -> std::io::Result<Pidfd> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the descriptor was just created and nothing else owns it.
-        Ok(Pidfd(unsafe {
-            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
-        }))
-    }
-
-    fn kill(&self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
-    }
-}
-
-impl std::os::fd::AsRawFd for Pidfd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
+    process::cmdline_names(pid, run_dir)
 }
 
 /// Waits for an incoming state to load, then lets the VM run.
@@ -569,7 +486,8 @@ impl VmControl for QemuControl {
         }
     }
 
-    async fn save(&self, path: &Path) -> Result<(), VmmError> {
+    async fn save(&self, dir: &Path) -> Result<(), VmmError> {
+        let path = dir.join(STATE_FILE);
         let mut qmp = Qmp::connect(&RunDir(&self.run_dir).qmp_socket(), QMP_TIMEOUT).await?;
         // The default cap is 128 MiB/s; a local file takes whatever the disk gives.
         qmp.execute(
@@ -579,7 +497,7 @@ impl VmControl for QemuControl {
         .await?;
         qmp.execute(
             "migrate",
-            Some(serde_json::json!({ "uri": format!("exec:cat > {}", shell_quote(path)) })),
+            Some(serde_json::json!({ "uri": format!("exec:cat > {}", shell_quote(&path)) })),
         )
         .await?;
         wait_migration(&mut qmp, "saving the VM state").await
@@ -674,12 +592,12 @@ mod tests {
         assert!(a.contains("virtio-blk-device,drive=rootfs,serial=rootfs"));
         assert!(a.contains("file=/vms/a/disk.ext4,if=none,id=disk,format=raw -device"));
         assert!(a.contains("hearth.rootfs=rootfs hearth.disk=disk"));
-        c.incoming = Some("/snap/it's/memory".into());
+        c.incoming = Some("/snap/it's".into());
         let restore = args(&c);
         assert_eq!(&restore[..boot.len()], &boot[..]);
         assert_eq!(
             &restore[boot.len()..],
-            ["-incoming", r"exec:cat '/snap/it'\''s/memory'"]
+            ["-incoming", r"exec:cat '/snap/it'\''s/memory.bin'"]
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The files a VM keeps beyond one run: its own disk (`<data dir>/vms/<id>/disk.ext4`,
-//! deleted with the VM) and snapshots (`<data dir>/snapshots/<id>/`: `memory.bin`, the
-//! VMM's saved state; `disk.ext4`, the disk as it was; `meta.json`, what restoring needs).
+//! deleted with the VM) and snapshots (`<data dir>/snapshots/<id>/`: the VMM's saved
+//! state, in files of its driver's naming; `disk.ext4`, the disk as it was; `meta.json`,
+//! what restoring needs).
 //! Volumes are `<data dir>/volumes/<id>.ext4`, kept until the manager deletes them.
 //! A snapshot is written under a hidden name and renamed into place, so a half-written one
 //! is never seen.
@@ -63,9 +64,6 @@ impl Roots {
 pub struct SnapshotDir(pub PathBuf);
 
 impl SnapshotDir {
-    pub fn memory(&self) -> PathBuf {
-        self.0.join("memory.bin")
-    }
     pub fn disk(&self) -> PathBuf {
         self.0.join("disk.ext4")
     }

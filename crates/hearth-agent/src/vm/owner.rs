@@ -797,7 +797,7 @@ impl Owner {
                     .map_err(|e| VmError::Failed(format!("pausing for the snapshot: {e}")))?;
             }
             control
-                .save(&partial.memory())
+                .save(&partial.0)
                 .await
                 .map_err(|e| VmError::Failed(format!("saving the VM's state: {e}")))?;
             if let Some(disk) = &config.disk {
@@ -836,7 +836,7 @@ impl Owner {
         tracing::info!(vm = %self.spec.id, snapshot = %id, save_ms, "snapshot taken");
         Ok(pb::SnapshotInfo {
             id,
-            memory_bytes: files::allocated(&dir.memory()),
+            memory_bytes: files::allocated(&dir.0).saturating_sub(files::allocated(&dir.disk())),
             disk_bytes: files::allocated(&dir.disk()),
             save_ms,
             profile_json: serde_json::to_string(&meta.profile).unwrap_or_default(),
@@ -856,7 +856,7 @@ impl Owner {
         }
         let dir = self.host.files.snapshot(&id);
         let meta = dir.read_meta(&id)?;
-        let config = self.config_for(&spec, Some(dir.memory()))?;
+        let config = self.config_for(&spec, Some(dir.0.clone()))?;
         let here = self
             .host
             .hypervisor
