@@ -17,6 +17,7 @@ mod registration;
 pub mod runtimes;
 mod service;
 pub mod vm;
+pub mod vmms;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,17 +149,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             None
         }
     };
+    let vmlinux_cache = images_dir.join("vmlinux");
     let runtimes = runtimes::Runtimes::new(images_dir, images.clone(), default.clone());
     let imported_dir = config.data_dir.join("imported-images");
     image::imported::load_all(&imported_dir, &images);
     let accel = accel::AccelState::start(&config.data_dir, default, config.accel);
     let run_root = config.data_dir.join("run").join("vms");
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(256);
-    let hypervisor: Arc<dyn hearth_vmm::Hypervisor> = Arc::new(hearth_vmm::qemu::Qemu {
-        binary: hearth_vmm::VmmKind::Qemu
-            .locate()
-            .unwrap_or_else(|| "qemu-system-x86_64".into()),
-    });
+    let vmms = vmms::Vmms::new(accel.clone(), vmlinux_cache);
     let net = Arc::new(net::HostNet::new(
         config.manage_networks,
         config.netns.clone(),
@@ -169,7 +167,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         );
     }
     let vms = vm::Vms::new(vm::VmHost {
-        hypervisor,
+        vmms,
         net: net.clone(),
         accel: accel.clone(),
         images: images.clone(),

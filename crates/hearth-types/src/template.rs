@@ -28,6 +28,9 @@ pub struct TemplateSpec {
     /// its output goes to /var/log/hearth-user-data.log in the guest).
     #[serde(default)]
     pub user_data: Option<String>,
+    /// The VMM of each instance (see `CreateVm::vmm`).
+    #[serde(default)]
+    pub vmm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -208,6 +208,12 @@ pub struct CreateVm {
     /// Place it only on a host with all these labels (`hearth agent --label k=v`).
     #[serde(default)]
     pub host_labels: std::collections::BTreeMap<String, String>,
+    /// `qemu`, `firecracker` or `cloud-hypervisor`: the VM goes to a host where that VMM
+    /// is usable. Default: the placed host's best usable one (Firecracker on hardware KVM
+    /// when installed, else QEMU). Firecracker and Cloud Hypervisor have no user-mode
+    /// networking; Firecracker runs 1 or an even number of vCPUs.
+    #[serde(default)]
+    pub vmm: Option<String>,
 }
 
 /// A host port (bound on 127.0.0.1) forwarded to a guest port.

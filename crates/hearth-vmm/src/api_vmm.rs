@@ -107,7 +107,11 @@ pub(crate) fn stage(root: &Path, files: &[(String, PathBuf)], link: Link) -> Res
             };
             VmmError::Io(std::io::Error::new(
                 e.kind(),
-                format!("linking {} into {}: {e}{hint}", file.display(), root.display()),
+                format!(
+                    "linking {} into {}: {e}{hint}",
+                    file.display(),
+                    root.display()
+                ),
             ))
         })?;
     }
@@ -176,8 +180,9 @@ impl Api {
             Api::Firecracker => ApiCall::get("/"),
             Api::CloudHypervisor => ApiCall::get("/api/v1/vm.info"),
         };
-        let info: serde_json::Value = serde_json::from_str(&api.send(&call).await.map_err(refused)?)
-            .map_err(|e| VmmError::Refused(format!("the VMM's state is unreadable: {e}")))?;
+        let info: serde_json::Value =
+            serde_json::from_str(&api.send(&call).await.map_err(refused)?)
+                .map_err(|e| VmmError::Refused(format!("the VMM's state is unreadable: {e}")))?;
         Ok(info.get("state").and_then(|s| s.as_str()) == Some("Paused"))
     }
 }
@@ -206,12 +211,7 @@ impl ApiControl {
 }
 
 /// The [`Launched`] of a VMM whose process is `owned`.
-pub(crate) fn launched(
-    api: Api,
-    run_dir: &Path,
-    info: RunInfo,
-    owned: process::Owned,
-) -> Launched {
+pub(crate) fn launched(api: Api, run_dir: &Path, info: RunInfo, owned: process::Owned) -> Launched {
     Launched {
         pid: owned.pid,
         exit: owned.exit,

@@ -104,11 +104,12 @@ pub fn snapshot_call(dir: &Path) -> ApiCall {
     )
 }
 
-/// Loads a snapshot saved by [`snapshot_call`] into a fresh Cloud Hypervisor, running.
+/// Loads a snapshot saved by [`snapshot_call`] into a fresh Cloud Hypervisor, paused (a
+/// [`resume_call`] lets it run: older versions know no `resume` field).
 pub fn restore_call(dir: &Path) -> ApiCall {
     ApiCall::put(
         call("vm.restore"),
-        json!({"source_url": format!("file://{}", dir.display()), "resume": true}),
+        json!({"source_url": format!("file://{}", dir.display())}),
     )
 }
 
@@ -128,7 +129,10 @@ pub fn stage_restore(saved: &Path, root: &Path, config: &VmConfig) -> Result<Pat
     let mut vm: serde_json::Value =
         serde_json::from_slice(&std::fs::read(saved.join(SAVED_CONFIG))?)
             .map_err(|e| bad(e.to_string()))?;
-    if let (Some(nets), Some(t)) = (vm.get_mut("net").and_then(|n| n.as_array_mut()), &config.tap) {
+    if let (Some(nets), Some(t)) = (
+        vm.get_mut("net").and_then(|n| n.as_array_mut()),
+        &config.tap,
+    ) {
         for n in nets {
             n["tap"] = json!(t.ifname);
         }
@@ -194,7 +198,10 @@ impl Hypervisor for CloudHypervisor {
             .current_dir(&root)
             .stdout(std::fs::File::create(rd.stderr_log())?)
             .stderr(std::fs::File::create(rd.stderr_log())?);
-        process::prepare(&mut cmd, config.tap.as_ref().and_then(|t| t.netns.as_deref()))?;
+        process::prepare(
+            &mut cmd,
+            config.tap.as_ref().and_then(|t| t.netns.as_deref()),
+        )?;
         let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
             vmm: "cloud-hypervisor",
             source,
@@ -210,7 +217,7 @@ impl Hypervisor for CloudHypervisor {
         )
         .await?;
         let calls = match &restore_from {
-            Some(dir) => vec![restore_call(dir)],
+            Some(dir) => vec![restore_call(dir), resume_call()],
             None => calls,
         };
         if let Err(e) = UdsApi::new(&api_socket).send_all(&calls).await {

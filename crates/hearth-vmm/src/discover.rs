@@ -46,6 +46,17 @@ impl VmmKind {
         }
     }
 
+    /// The oldest version Hearth drives: Firecracker 1.8 describes its devices through
+    /// ACPI (kernels built without virtio-mmio command-line devices, such as Debian's,
+    /// find them only so); Cloud Hypervisor 40 has the API Hearth is written against.
+    pub fn min_version(self) -> Option<(u32, u32)> {
+        match self {
+            VmmKind::Qemu => None,
+            VmmKind::Firecracker => Some((1, 8)),
+            VmmKind::CloudHypervisor => Some((40, 0)),
+        }
+    }
+
     /// Whether this VMM needs hardware KVM (QEMU can fall back to TCG).
     pub fn needs_kvm(self) -> bool {
         !matches!(self, VmmKind::Qemu)
@@ -73,7 +84,8 @@ impl std::str::FromStr for VmmKind {
     }
 }
 
-fn which(binary: &str) -> Option<PathBuf> {
+/// The first executable named `binary` on `PATH`.
+pub fn which(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(binary))
@@ -126,6 +138,20 @@ pub async fn cached_version_of(binary: &Path) -> String {
     v
 }
 
+/// The (major, minor) of a version line such as `Firecracker v1.8.0` or
+/// `cloud-hypervisor v40.0.0`.
+pub fn parse_version(line: &str) -> Option<(u32, u32)> {
+    let v = line.split_whitespace().find_map(|w| {
+        w.strip_prefix('v')
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    })?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().unwrap_or(0),
+    ))
+}
+
 /// Every VMM Hearth knows, with whether this host can run it. `kvm_usable` is the host's
 /// verdict on hardware KVM (see the agent's probe).
 pub async fn discover_vmms(kvm_usable: bool) -> Vec<VmmInfo> {
@@ -136,17 +162,7 @@ pub async fn discover_vmms(kvm_usable: bool) -> Vec<VmmInfo> {
             Some(p) => version_of(p).await,
             None => None,
         };
-        let reason = if path.is_none() {
-            Some(format!(
-                "{} not found on PATH (set {} to its path)",
-                kind.binary(),
-                kind.env_override()
-            ))
-        } else if kind.needs_kvm() && !kvm_usable {
-            Some("needs hardware KVM, which is not usable on this host".to_string())
-        } else {
-            None
-        };
+        let reason = unusable(kind, path.is_some(), version.as_deref(), kvm_usable);
         out.push(VmmInfo {
             name: kind.name().to_string(),
             usable: reason.is_none(),
@@ -156,6 +172,47 @@ pub async fn discover_vmms(kvm_usable: bool) -> Vec<VmmInfo> {
         });
     }
     out
+}
+
+/// The binary of `kind` when this host can run it, else why not (as
+/// [`discover_vmms`] reports it). The version is asked once per binary.
+pub async fn usable(kind: VmmKind, kvm_usable: bool) -> Result<PathBuf, String> {
+    let path = kind.locate();
+    let version = match &path {
+        Some(p) => Some(cached_version_of(p).await),
+        None => None,
+    };
+    match unusable(kind, path.is_some(), version.as_deref(), kvm_usable) {
+        Some(why) => Err(format!("{} is not usable on this host: {why}", kind.name())),
+        None => Ok(path.unwrap_or_default()),
+    }
+}
+
+fn unusable(kind: VmmKind, found: bool, version: Option<&str>, kvm_usable: bool) -> Option<String> {
+    if !found {
+        Some(format!(
+            "{} not found on PATH (set {} to its path)",
+            kind.binary(),
+            kind.env_override()
+        ))
+    } else if let Some(why) = too_old(kind, version) {
+        Some(why)
+    } else if kind.needs_kvm() && !kvm_usable {
+        Some("needs hardware KVM, which is not usable on this host".to_string())
+    } else {
+        None
+    }
+}
+
+/// Why `version` of `kind` is too old (or unreadable) for Hearth, if it is.
+fn too_old(kind: VmmKind, version: Option<&str>) -> Option<String> {
+    let (major, minor) = kind.min_version()?;
+    let want = format!("{} v{major}.{minor} or later is needed", kind.name());
+    match version.and_then(parse_version) {
+        Some(have) if have >= (major, minor) => None,
+        Some((a, b)) => Some(format!("version {a}.{b} is too old: {want}")),
+        None => Some(format!("its version ({version:?}) is unreadable: {want}")),
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +225,28 @@ mod tests {
             assert_eq!(k.name().parse::<VmmKind>().unwrap(), k);
         }
         assert!("xen".parse::<VmmKind>().unwrap_err().contains("qemu"));
+    }
+
+    #[test]
+    fn old_versions_are_refused_with_what_is_needed() {
+        assert_eq!(parse_version("Firecracker v1.8.0"), Some((1, 8)));
+        assert_eq!(
+            parse_version("cloud-hypervisor v40.0.0-dirty"),
+            Some((40, 0))
+        );
+        assert_eq!(
+            too_old(VmmKind::Firecracker, Some("Firecracker v1.12.1")),
+            None
+        );
+        let why = too_old(VmmKind::Firecracker, Some("Firecracker v1.7.0")).unwrap();
+        assert!(
+            why.contains("1.7 is too old") && why.contains("v1.8"),
+            "{why}"
+        );
+        assert!(too_old(VmmKind::CloudHypervisor, None)
+            .unwrap()
+            .contains("unreadable"));
+        assert_eq!(too_old(VmmKind::Qemu, None), None);
     }
 
     #[tokio::test]

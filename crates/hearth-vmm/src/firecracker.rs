@@ -275,7 +275,10 @@ pub struct Firecracker {
 
 impl Firecracker {
     /// The command that starts Firecracker for `config`, its root and how files get there.
-    fn command(&self, config: &VmConfig) -> Result<(tokio::process::Command, PathBuf, Link), VmmError> {
+    fn command(
+        &self,
+        config: &VmConfig,
+    ) -> Result<(tokio::process::Command, PathBuf, Link), VmmError> {
         Ok(match &self.jailer {
             None => {
                 let root = config.run_dir.clone();
@@ -300,7 +303,10 @@ impl Firecracker {
     /// Gives the jail's user the VM's writable files.
     fn chown_writable(&self, config: &VmConfig) -> Result<(), VmmError> {
         if let Some(j) = &self.jailer {
-            let writable = config.disk.iter().chain(config.volumes.iter().map(|v| &v.path));
+            let writable = config
+                .disk
+                .iter()
+                .chain(config.volumes.iter().map(|v| &v.path));
             for f in writable {
                 std::os::unix::fs::chown(f, Some(j.uid), Some(j.gid))?;
             }
@@ -352,8 +358,14 @@ impl Hypervisor for Firecracker {
         std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
         let api_socket = root.join(API_SOCKET);
         let ready = || api_socket.exists();
-        process::wait_ready("firecracker", &mut child, &rd.stderr_log(), api_vmm::START_TIMEOUT, ready)
-            .await?;
+        process::wait_ready(
+            "firecracker",
+            &mut child,
+            &rd.stderr_log(),
+            api_vmm::START_TIMEOUT,
+            ready,
+        )
+        .await?;
         let calls = match &config.incoming {
             Some(dir) => vec![load_call(config, saved_tap(dir).as_deref())],
             None => boot_calls(config)?,
@@ -465,7 +477,12 @@ pub(crate) mod tests {
     fn a_clone_renames_its_tap_only_when_it_differs() {
         let c = config();
         let same = load_call(&c, Some("htap1"));
-        assert!(same.body.as_ref().unwrap().get("network_overrides").is_none());
+        assert!(same
+            .body
+            .as_ref()
+            .unwrap()
+            .get("network_overrides")
+            .is_none());
         let other = load_call(&c, Some("htap9"));
         assert_eq!(
             other.body.as_ref().unwrap()["network_overrides"][0]["host_dev_name"],
@@ -484,11 +501,17 @@ pub(crate) mod tests {
         c.tap.as_mut().unwrap().netns = Some("/run/netns/hth".into());
         let fc = Path::new("/opt/fc/firecracker");
         let a = j.args(fc, &c).join(" ");
-        assert!(a.starts_with("--id vm1 --exec-file /opt/fc/firecracker --uid 123 --gid 456"), "{a}");
+        assert!(
+            a.starts_with("--id vm1 --exec-file /opt/fc/firecracker --uid 123 --gid 456"),
+            "{a}"
+        );
         assert!(a.contains("--chroot-base-dir /run/vm1/jail"));
         assert!(a.contains("--cgroup-version 2 --cgroup cpu.max=200000 100000"));
         assert!(a.contains(&format!("--cgroup memory.max={}", (256u64 + 128) << 20)));
-        assert!(a.ends_with("--netns /run/netns/hth -- --api-sock /api.sock"), "{a}");
+        assert!(
+            a.ends_with("--netns /run/netns/hth -- --api-sock /api.sock"),
+            "{a}"
+        );
         assert_eq!(
             j.root(fc, &c.run_dir),
             Path::new("/run/vm1/jail/firecracker/vm1/root")

@@ -11,8 +11,8 @@ pub mod cloud_hypervisor;
 pub mod discover;
 pub mod firecracker;
 pub mod hybrid_vsock;
-pub mod qemu;
 pub mod process;
+pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
 pub mod uds_api;
@@ -196,4 +196,20 @@ pub trait VmControl: Send + Sync {
     ) -> Result<(), VmmError>;
     /// Kills the VMM. The exit future resolves soon after.
     fn kill(&self);
+}
+
+/// Kills the VMM (of any driver) a previous agent run left in `run_dir`, if one runs there,
+/// and returns its PID. Only a PID from the run dir's own pid file, checked to be that
+/// run dir's VMM, is signalled, through a pidfd (never a reused PID).
+pub fn kill_leftover(run_dir: &Path) -> Option<i32> {
+    let qemu_pid = qemu::RunDir(run_dir).pid_file();
+    let (pid, pidfd) =
+        process::find(&qemu_pid, |pid| qemu::runs_in(pid, run_dir)).or_else(|| {
+            let info = api_vmm::RunInfo::read(run_dir)?;
+            process::find(&api_vmm::RunDir(run_dir).pid_file(), |pid| {
+                process::works_in(pid, &info.root)
+            })
+        })?;
+    pidfd.kill();
+    Some(pid)
 }

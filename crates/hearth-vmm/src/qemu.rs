@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use crate::process;
 use crate::qmp::Qmp;
 use crate::snapshot::Profile;
-use crate::{Accel, Adopted, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind};
+use crate::{
+    Accel, Adopted, GuestIo, Hypervisor, Launched, VmConfig, VmControl, VmmError, VmmKind,
+};
 
 /// The virtio-serial port name the guest agent looks for.
 pub const GUEST_PORT: &str = "org.hearth.guest.0";
@@ -369,10 +371,11 @@ impl Hypervisor for Qemu {
         }
         let stderr = std::fs::File::create(rd.stderr_log())?;
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(args(config))
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        process::prepare(&mut cmd, config.tap.as_ref().and_then(|t| t.netns.as_deref()))?;
+        cmd.args(args(config)).stdout(Stdio::null()).stderr(stderr);
+        process::prepare(
+            &mut cmd,
+            config.tap.as_ref().and_then(|t| t.netns.as_deref()),
+        )?;
         let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
             vmm: "qemu",
             source,

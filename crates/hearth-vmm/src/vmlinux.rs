@@ -38,7 +38,11 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 
 /// The ELF kernel in the bzImage `image` (`name` names it in errors).
 pub fn extract(image: &[u8], name: &str) -> Result<Vec<u8>, VmlinuxError> {
-    let u16_at = |o: usize| image.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        image
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |o: usize| {
         image
             .get(o..o + 4)

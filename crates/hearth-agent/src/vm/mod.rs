@@ -17,7 +17,6 @@ use std::time::Duration;
 use hearth_agent_api::pb;
 use hearth_guest_proto::client::GuestClient;
 use hearth_types::vm::VmState;
-use hearth_vmm::Hypervisor;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::accel::AccelState;
@@ -49,7 +48,8 @@ pub enum VmError {
 
 /// What the rest of the agent shares with every owner.
 pub struct VmHost {
-    pub hypervisor: Arc<dyn Hypervisor>,
+    /// Which VMM runs each VM.
+    pub vmms: crate::vmms::Vmms,
     pub net: Arc<crate::net::HostNet>,
     pub accel: AccelState,
     pub images: Images,
@@ -278,12 +278,20 @@ impl Vms {
                 reap(&dir);
                 continue;
             };
-            match self.host.hypervisor.adopt(&dir).await {
+            let kind = record.vmm_kind();
+            let hypervisor = self.host.vmms.driver(kind, kind.locate());
+            match hypervisor.adopt(&dir).await {
                 Ok(Some(adopted)) => {
                     let id = record.spec.id.clone();
-                    let handle =
-                        owner::spawn_adopted(self.host.clone(), record, dir, adopted, MAILBOX)
-                            .await;
+                    let handle = owner::spawn_adopted(
+                        self.host.clone(),
+                        record,
+                        dir,
+                        adopted,
+                        hypervisor,
+                        MAILBOX,
+                    )
+                    .await;
                     self.owners
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -338,7 +346,7 @@ pub fn state_of(s: &pb::VmStatus) -> VmState {
     s.state.parse().unwrap_or(VmState::Failed)
 }
 
-/// Kills every QEMU left in the run dirs under `run_root` and removes the dirs (for tests
+/// Kills every VMM left in the run dirs under `run_root` and removes the dirs (for tests
 /// that must leave nothing behind, even when they fail).
 pub fn reap_leftovers(run_root: &Path) {
     for e in std::fs::read_dir(run_root).into_iter().flatten().flatten() {
@@ -346,21 +354,12 @@ pub fn reap_leftovers(run_root: &Path) {
     }
 }
 
-/// Kills the QEMU a previous run of this agent left in `dir`, if one runs there, and
-/// removes the run dir. Only a PID from our own pid file whose command line names that run
-/// dir is touched.
+/// Kills the VMM a previous run of this agent left in `dir`, if one runs there, and
+/// removes the run dir. Only a PID from our own pid file that is that run dir's VMM is
+/// touched.
 fn reap(dir: &Path) {
-    if let Some(pid) = std::fs::read_to_string(dir.join("qemu.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        if hearth_vmm::qemu::runs_in(pid, dir) {
-            tracing::warn!(pid, dir = %dir.display(), "killing a VM left by a previous agent run");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    if let Some(pid) = hearth_vmm::kill_leftover(dir) {
+        tracing::warn!(pid, dir = %dir.display(), "killed a VM left by a previous agent run");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -25,7 +25,7 @@ use hearth_agent_api::pb;
 use hearth_guest_proto::client::GuestClient;
 use hearth_guest_proto::msg::{NetConfig, Request};
 use hearth_types::vm::VmState;
-use hearth_vmm::{Accel, VmConfig, VmControl};
+use hearth_vmm::{Accel, Hypervisor, VmConfig, VmControl, VmmKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{files, state_of, Command, OwnerHandle, VmError, VmHost};
@@ -59,6 +59,9 @@ pub struct VmSpec {
     pub ports: Vec<PortSpec>,
     /// A script the guest runs once, after its first boot.
     pub user_data: String,
+    /// `qemu`, `firecracker` or `cloud-hypervisor`; empty: this host's default.
+    #[serde(default)]
+    pub vmm: String,
 }
 
 /// Bounds of user data: its size and how long it may run.
@@ -103,6 +106,9 @@ impl VmSpec {
 
     pub fn validate(&self) -> Result<(), VmError> {
         super::plain_id("VM", &self.id)?;
+        if !self.vmm.is_empty() {
+            self.vmm.parse::<VmmKind>().map_err(VmError::Invalid)?;
+        }
         if !(1..=64).contains(&self.vcpus) {
             return Err(VmError::Invalid("vcpus must be 1–64".into()));
         }
@@ -175,6 +181,7 @@ impl TryFrom<pb::VmSpec> for VmSpec {
             nic: s.nic.map(nic).transpose()?,
             user_data: s.user_data,
             ports: port_specs(s.ports),
+            vmm: s.vmm,
         })
     }
 }
@@ -200,12 +207,24 @@ struct Process {
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct RunRecord {
     pub spec: VmSpec,
+    /// The VMM that runs it (records from before there was a choice are QEMU's).
+    #[serde(default = "qemu")]
+    pub vmm: String,
     pub accel: String,
     pub restored: bool,
     pub started_at_ms: i64,
 }
 
+fn qemu() -> String {
+    VmmKind::Qemu.name().into()
+}
+
 impl RunRecord {
+    /// The driver kind that runs the recorded VM.
+    pub fn vmm_kind(&self) -> VmmKind {
+        self.vmm.parse().unwrap_or(VmmKind::Qemu)
+    }
+
     const FILE: &'static str = "vm.json";
 
     pub fn read(run_dir: &std::path::Path) -> Option<RunRecord> {
@@ -232,6 +251,8 @@ struct Owner {
     status: watch::Sender<pb::VmStatus>,
     guest: watch::Sender<Option<GuestClient>>,
     process: Option<Process>,
+    /// The driver of the VMM that runs (or last ran) the VM.
+    hypervisor: Option<Arc<dyn Hypervisor>>,
     /// What the running VMM was launched with (a snapshot records its profile).
     config: Option<VmConfig>,
     boot: Option<oneshot::Receiver<Result<GuestClient, String>>>,
@@ -253,7 +274,7 @@ fn new_owner(
     let initial = pb::VmStatus {
         id: spec.id.clone(),
         state: VmState::Creating.as_str().into(),
-        vmm: host.hypervisor.kind().name().into(),
+        vmm: spec.vmm.clone(),
         observed_at_ms: now_ms(),
         ..Default::default()
     };
@@ -266,6 +287,7 @@ fn new_owner(
         status,
         guest,
         process: None,
+        hypervisor: None,
         config: None,
         boot: None,
         launched_at: Instant::now(),
@@ -293,9 +315,11 @@ pub(super) async fn spawn_adopted(
     record: RunRecord,
     run_dir: PathBuf,
     adopted: hearth_vmm::Adopted,
+    hypervisor: Arc<dyn Hypervisor>,
     mailbox: usize,
 ) -> OwnerHandle {
     let (mut owner, tx, rx) = new_owner(host, &record.spec, run_dir, mailbox);
+    owner.hypervisor = Some(hypervisor);
     owner.take_over(record, adopted).await;
     let handle = owner.handle(tx);
     tokio::spawn(owner.run(rx));
@@ -441,10 +465,13 @@ impl Owner {
         for (port, e) in failed {
             tracing::warn!(vm = %self.spec.id, port, error = %e, "a port forward could not be made again");
         }
-        self.config = self.config_for(&self.spec, None).ok().map(|mut c| {
-            c.accel = accel;
-            c
-        });
+        self.config = self
+            .config_for(&self.spec, None, record.vmm_kind())
+            .ok()
+            .map(|mut c| {
+                c.accel = accel;
+                c
+            });
         self.restored = record.restored;
         self.process = Some(Process {
             control: launched.control,
@@ -458,6 +485,7 @@ impl Owner {
         };
         self.status.send_modify(|s| {
             s.state = state.as_str().into();
+            s.vmm = record.vmm.clone();
             s.pid = launched.pid;
             s.accelerator = accel.name().into();
             s.started_at_ms = record.started_at_ms;
@@ -499,6 +527,7 @@ impl Owner {
         let s = self.status.borrow();
         RunRecord {
             spec: self.spec.clone(),
+            vmm: s.vmm.clone(),
             accel: s.accelerator.clone(),
             restored: self.restored,
             started_at_ms: s.started_at_ms,
@@ -650,7 +679,13 @@ impl Owner {
         if !state.can_become(VmState::Starting) {
             return Err(VmError::WrongState { state, op: "start" });
         }
-        let config = self.config_for(&spec, None)?;
+        let hypervisor = self
+            .host
+            .vmms
+            .get(&spec.vmm)
+            .await
+            .map_err(VmError::Invalid)?;
+        let config = self.config_for(&spec, None, hypervisor.kind())?;
         self.spec = spec;
         if let Some(disk) = &config.disk {
             files::ensure_disk(disk, self.spec.disk_mib).await?;
@@ -660,14 +695,16 @@ impl Owner {
             files::ensure_disk(&disk.path, v.size_mib).await?;
             files::grow_disk(&disk.path, v.size_mib).await?;
         }
-        self.launch(config, false).await
+        self.launch(hypervisor, config, false).await
     }
 
-    /// The VMM configuration that runs `spec` here (restoring `incoming` if given).
+    /// The configuration that runs `spec` here on a VMM of `kind` (restoring the state
+    /// saved in `incoming` if given).
     fn config_for(
         &self,
         spec: &VmSpec,
         incoming: Option<std::path::PathBuf>,
+        kind: VmmKind,
     ) -> Result<VmConfig, VmError> {
         let image =
             self.host.images.get(&spec.image).ok_or_else(|| {
@@ -707,7 +744,12 @@ impl Owner {
             }),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
-            accel: self.host.accel.choose(),
+            // Only QEMU has a fallback.
+            accel: if kind.needs_kvm() {
+                Accel::Kvm
+            } else {
+                self.host.accel.choose()
+            },
             hostname: spec.name.clone(),
             run_dir: self.run_dir.clone(),
         })
@@ -715,7 +757,12 @@ impl Owner {
 
     /// Starts the VMM and, in the background, connects to the guest agent (telling a
     /// restored guest who it now is). The VM is `starting` until the guest answers.
-    async fn launch(&mut self, config: VmConfig, restored: bool) -> Result<pb::VmStatus, VmError> {
+    async fn launch(
+        &mut self,
+        hypervisor: Arc<dyn Hypervisor>,
+        config: VmConfig,
+        restored: bool,
+    ) -> Result<pb::VmStatus, VmError> {
         let accel = config.accel;
         self.restored = restored;
         let _ = std::fs::remove_dir_all(&self.run_dir);
@@ -726,7 +773,10 @@ impl Owner {
                 return Ok(self.status.borrow().clone());
             }
         }
-        let launched = match self.host.hypervisor.launch(&config).await {
+        let vmm = hypervisor.kind().name();
+        self.status.send_modify(|s| s.vmm = vmm.into());
+        self.hypervisor = Some(hypervisor.clone());
+        let launched = match hypervisor.launch(&config).await {
             Ok(l) => l,
             Err(e) => {
                 self.set(VmState::Failed, Some(format!("the VMM did not start: {e}")));
@@ -770,10 +820,12 @@ impl Owner {
                 op: "snapshot",
             });
         }
-        let (Some(p), Some(config)) = (&self.process, &self.config) else {
+        let (Some(p), Some(config), Some(hypervisor)) =
+            (&self.process, &self.config, &self.hypervisor)
+        else {
             return Err(VmError::Failed("the VM has no VMM running".into()));
         };
-        let (control, config) = (p.control.clone(), config.clone());
+        let (control, config, hypervisor) = (p.control.clone(), config.clone(), hypervisor.clone());
         if !config.volumes.is_empty() {
             // Their contents would not match a restored guest's view of them.
             return Err(VmError::Incompatible(
@@ -813,10 +865,7 @@ impl Owner {
         }
         let save_ms = started.elapsed().as_millis() as u64;
         let meta = files::Meta {
-            profile: self
-                .host
-                .hypervisor
-                .profile(&config, &self.host.hypervisor.version().await),
+            profile: hypervisor.profile(&config, &hypervisor.version().await),
             vm_id: self.spec.id.clone(),
             image: self.spec.image.clone(),
             disk_mib: self.spec.disk_mib,
@@ -856,11 +905,16 @@ impl Owner {
         }
         let dir = self.host.files.snapshot(&id);
         let meta = dir.read_meta(&id)?;
-        let config = self.config_for(&spec, Some(dir.0.clone()))?;
-        let here = self
-            .host
-            .hypervisor
-            .profile(&config, &self.host.hypervisor.version().await);
+        // The snapshot's own VMM, unless the spec names one (a mismatch is then refused).
+        let vmm = match spec.vmm.as_str() {
+            "" => meta.profile.vmm.as_str(),
+            named => named,
+        };
+        let hypervisor = self.host.vmms.get(vmm).await.map_err(|why| {
+            VmError::Incompatible(format!("snapshot {id} cannot be restored here: {why}"))
+        })?;
+        let config = self.config_for(&spec, Some(dir.0.clone()), hypervisor.kind())?;
+        let here = hypervisor.profile(&config, &hypervisor.version().await);
         let differences = here.mismatches(&meta.profile);
         if !differences.is_empty() {
             return Err(VmError::Incompatible(format!(
@@ -878,7 +932,7 @@ impl Owner {
         if state != VmState::Creating {
             self.set(VmState::Stopped, Some(format!("restoring snapshot {id}")));
         }
-        self.launch(config, true).await
+        self.launch(hypervisor, config, true).await
     }
 
     async fn on_boot(&mut self, res: Result<GuestClient, String>) {

@@ -75,7 +75,7 @@ impl App {
         let labels: BTreeMap<String, String> =
             serde_json::from_str(&v.host_labels).unwrap_or_default();
         let to = self
-            .place(None, &v.image, v.vcpus, v.memory_mib, &labels)
+            .place(None, &v.image, v.vcpus, v.memory_mib, &labels, Some(&v.vmm))
             .await
             .map_err(|e| format!("no other host can take it: {e}"))?;
         if v.network_id.is_some() && !to.networks.managed {

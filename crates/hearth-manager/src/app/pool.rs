@@ -409,6 +409,7 @@ async fn boot(app: &App, f: &FunctionRecord) -> ApiResult<Instance> {
                 start: Some(true),
                 host_id: None,
                 host_labels: Default::default(),
+                vmm: None,
             },
             Some(&f.id),
         )

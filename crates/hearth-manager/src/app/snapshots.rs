@@ -34,6 +34,15 @@ fn view(r: SnapshotRecord) -> Snapshot {
     }
 }
 
+/// The VMM that saved a snapshot, from its profile (QEMU's when unreadable: the only one
+/// before there was a choice).
+fn snapshot_vmm(s: &SnapshotRecord) -> String {
+    serde_json::from_str::<serde_json::Value>(&s.profile)
+        .ok()
+        .and_then(|p| p["vmm"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "qemu".into())
+}
+
 /// `prefix-suffix`, the prefix cut so that the whole is a valid name.
 fn derived_name(prefix: &str, suffix: &str) -> String {
     let room = 63 - suffix.len() - 1;
@@ -189,7 +198,9 @@ impl App {
             )));
         }
 
-        // The files are on the snapshot's host: the clone runs there or nowhere.
+        // The files are on the snapshot's host, for its VMM: the clone runs there, on that
+        // VMM, or nowhere.
+        let vmm = snapshot_vmm(s);
         let host = self
             .place(
                 Some(&s.host_id),
@@ -197,6 +208,7 @@ impl App {
                 s.vcpus,
                 s.memory_mib,
                 &Default::default(),
+                Some(&vmm),
             )
             .await?;
         // The same network, with an address and a MAC of its own (the restored guest is
@@ -218,6 +230,7 @@ impl App {
             true,
             function_id,
         );
+        record.vmm = vmm;
         self.insert_vm_with_address(&mut record).await?;
         if let Err(e) = self.restore_on_agent(&record, &s.id).await {
             // The agent leaves nothing behind when it refuses; neither do we.

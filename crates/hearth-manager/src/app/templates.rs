@@ -34,6 +34,10 @@ fn check(spec: &TemplateSpec) -> ApiResult<()> {
         }
     }
     vms::check_user_data(spec.user_data.as_deref().unwrap_or(""))?;
+    if let Some(vmm) = &spec.vmm {
+        let vcpus = spec.vcpus.unwrap_or(vms::DEFAULT_VCPUS);
+        vms::check_vmm(vmm, vcpus, spec.network.as_deref())?;
+    }
     if spec.volumes.len() > 8 {
         return Err(ApiError::bad_request("at most 8 volumes per template"));
     }
@@ -101,6 +105,7 @@ impl App {
                 start: Some(false),
                 host_id: req.host_id,
                 host_labels: Default::default(),
+                vmm: spec.vmm.clone(),
             })
             .await?;
         let mut made = Vec::new();

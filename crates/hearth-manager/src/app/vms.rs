@@ -167,6 +167,60 @@ pub(crate) fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
     Ok(())
 }
 
+/// The VMMs a VM may ask for.
+pub(crate) const VMMS: [&str; 3] = ["qemu", "firecracker", "cloud-hypervisor"];
+/// Firecracker's most vCPUs.
+const FIRECRACKER_MAX_VCPUS: u32 = 32;
+
+/// Whether a VM with `vcpus` on `network` can run on `vmm` (`network` unknown yet: None).
+pub(crate) fn check_vmm(vmm: &str, vcpus: u32, network: Option<&str>) -> ApiResult<()> {
+    if !VMMS.contains(&vmm) {
+        return Err(ApiError::bad_request(format!(
+            "vmm must be one of {}, got {vmm:?}",
+            VMMS.join(", ")
+        )));
+    }
+    if vmm != "qemu" && network == Some("user") {
+        return Err(ApiError::bad_request(format!(
+            "{vmm} has no user-mode networking: put the VM on a managed network or on none, \
+             or use --vmm qemu"
+        )));
+    }
+    if vmm == "firecracker"
+        && (vcpus > FIRECRACKER_MAX_VCPUS || (vcpus > 1 && !vcpus.is_multiple_of(2)))
+    {
+        return Err(ApiError::bad_request(format!(
+            "firecracker runs 1 or an even number of vCPUs up to {FIRECRACKER_MAX_VCPUS}, \
+             not {vcpus}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `host` reports `vmm` usable, else why not.
+fn host_runs(host: &Host, vmm: &str) -> Result<(), String> {
+    match host.vmms.iter().find(|v| v.name == vmm) {
+        Some(v) if v.usable => Ok(()),
+        Some(v) => Err(format!(
+            "host {} cannot run {vmm}: {}",
+            host.name,
+            v.reason.as_deref().unwrap_or("not usable")
+        )),
+        None => Err(format!("host {} does not report {vmm}", host.name)),
+    }
+}
+
+/// The VMM a VM placed on `host` gets when it names none: Firecracker where it is usable
+/// and can run the VM, else QEMU.
+fn default_vmm(host: &Host, vcpus: u32, network: &str) -> &'static str {
+    let fc = "firecracker";
+    if host_runs(host, fc).is_ok() && check_vmm(fc, vcpus, Some(network)).is_ok() {
+        fc
+    } else {
+        "qemu"
+    }
+}
+
 pub(crate) fn check_disk(disk_mib: u64) -> ApiResult<()> {
     if disk_mib != 0 && !DISK_MIB.contains(&disk_mib) {
         return Err(ApiError::bad_request(format!(
@@ -278,8 +332,8 @@ impl App {
         Ok(mem_free)
     }
 
-    /// Picks a host for a new VM: up, not cordoned, has the image, and has room; the one
-    /// with the most free memory wins.
+    /// Picks a host for a new VM: up, not cordoned, has the image, runs `vmm` (when one is
+    /// named), and has room; the one with the most free memory wins.
     pub(crate) async fn place(
         &self,
         req_host: Option<&str>,
@@ -287,6 +341,7 @@ impl App {
         vcpus: u32,
         memory_mib: u64,
         labels: &BTreeMap<String, String>,
+        vmm: Option<&str>,
     ) -> ApiResult<Host> {
         let hosts = self.hosts_for_placement().await?;
         if !hosts
@@ -315,6 +370,10 @@ impl App {
             }
             if let Some((k, v)) = labels.iter().find(|(k, v)| h.labels.get(*k) != Some(v)) {
                 reasons.push(format!("host {} lacks the label {k}={v}", h.name));
+                continue;
+            }
+            if let Some(Err(why)) = vmm.map(|v| host_runs(&h, v)) {
+                reasons.push(why);
                 continue;
             }
             let free = match self.fits(&h, vcpus, memory_mib) {
@@ -368,6 +427,7 @@ impl App {
             nic: self.nic(v).await?,
             user_data: v.user_data.clone(),
             ports: pb_ports(&ports_of(v)),
+            vmm: v.vmm.clone(),
         })
     }
 
@@ -390,6 +450,9 @@ impl App {
         let disk_mib = req.disk_mib.unwrap_or(DEFAULT_DISK_MIB);
         check_disk(disk_mib)?;
         let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+        if let Some(vmm) = &req.vmm {
+            check_vmm(vmm, vcpus, req.network.as_deref())?;
+        }
         if self.store().vm(&req.name).await.is_ok() {
             return Err(ApiError::Conflict(format!(
                 "a VM named {:?} already exists; pick another name or delete it",
@@ -404,6 +467,7 @@ impl App {
                 vcpus,
                 memory_mib,
                 &req.host_labels,
+                req.vmm.as_deref(),
             )
             .await?;
         let network = self
@@ -419,6 +483,14 @@ impl App {
             &req.ports,
             &self.store().vms_on_host(&host.id).await?,
         )?;
+        let vmm = match req.vmm {
+            // The network as resolved on this host (a managed one may have become `user`).
+            Some(vmm) => {
+                check_vmm(&vmm, vcpus, Some(&network.network))?;
+                vmm
+            }
+            None => default_vmm(&host, vcpus, &network.network).to_string(),
+        };
         let user_data = req.user_data.unwrap_or_default();
         check_user_data(&user_data)?;
         let mut record = new_record(
@@ -431,6 +503,7 @@ impl App {
             function_id,
         );
         record.user_data = user_data;
+        record.vmm = vmm;
         record.host_labels =
             serde_json::to_string(&req.host_labels).unwrap_or_else(|_| "{}".into());
         self.insert_vm_with_address(&mut record).await?;
@@ -528,6 +601,7 @@ impl App {
                 )));
             }
         }
+        check_vmm(&v.vmm, vcpus, Some(&v.network))?;
         let state: VmState = v.state.parse().unwrap_or(VmState::Failed);
         let resized = vcpus != v.vcpus || memory_mib != v.memory_mib || disk_mib != v.disk_mib;
         if resized && !matches!(state, VmState::Stopped | VmState::Failed) {

@@ -32,6 +32,9 @@ pub enum TemplateCmd {
         /// A shell script each instance runs once after its first boot
         #[arg(long)]
         user_data: Option<std::path::PathBuf>,
+        /// qemu, firecracker or cloud-hypervisor [default: each host's best usable one]
+        #[arg(long)]
+        vmm: Option<String>,
     },
     List,
     Get {
@@ -103,6 +106,7 @@ pub async fn template(client: Client, cmd: TemplateCmd, json_out: bool) -> anyho
             network,
             volumes,
             user_data,
+            vmm,
         } => {
             let volumes = volumes
                 .iter()
@@ -126,7 +130,7 @@ pub async fn template(client: Client, cmd: TemplateCmd, json_out: bool) -> anyho
                     "/v1/templates",
                     json!({"name": name, "spec": {"image": image, "vcpus": vcpus,
                         "memory_mib": memory, "disk_mib": disk, "network": network,
-                        "volumes": volumes, "user_data": user_data}}),
+                        "volumes": volumes, "user_data": user_data, "vmm": vmm}}),
                 )
                 .await?;
             show(&t, json_out)?;

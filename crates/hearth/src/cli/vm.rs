@@ -51,6 +51,10 @@ pub enum VmCmd {
         /// Place it only on a host with this label, KEY=VALUE (repeatable)
         #[arg(long = "host-label", value_parser = hearth_types::host::parse_label)]
         host_labels: Vec<(String, String)>,
+        /// qemu, firecracker or cloud-hypervisor [default: the host's best usable one:
+        /// firecracker on hardware KVM when installed, else qemu]
+        #[arg(long)]
+        vmm: Option<String>,
         #[arg(long)]
         no_start: bool,
         /// Wait until it runs
@@ -462,6 +466,7 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
             ports,
             host,
             host_labels,
+            vmm,
             no_start,
             wait: w,
             timeout,
@@ -476,7 +481,8 @@ pub async fn vm(client: Client, cmd: VmCmd, json_out: bool) -> anyhow::Result<Ex
                     "/v1/vms",
                     json!({"name": name, "image": image, "vcpus": vcpus, "memory_mib": memory,
                            "disk_mib": disk, "network": network, "mac": mac, "ports": ports,
-                           "start": !no_start, "host_id": host, "host_labels": host_labels}),
+                           "start": !no_start, "host_id": host, "host_labels": host_labels,
+                           "vmm": vmm}),
                 )
                 .await?;
             if w && !no_start {
