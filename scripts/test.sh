@@ -38,8 +38,13 @@ cargo build --locked --target x86_64-unknown-linux-musl -p hearth-guest
 export HEARTH_GUEST_BIN=$PWD/target/x86_64-unknown-linux-musl/debug/hearth-guest
 
 echo "==> tests"
+# The Firecracker and Cloud Hypervisor end-to-end tests run apart, below, so that what they
+# say (run, or skipped and why) shows.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast -E 'not test(/^end_to_end_on_/)'
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast -- --skip end_to_end_on_
 fi
+
+echo "==> Firecracker and Cloud Hypervisor end to end (HEARTH_FIRECRACKER_BIN, HEARTH_CLOUD_HYPERVISOR_BIN, hardware KVM)"
+cargo test --locked -p hearth-manager --test vmms end_to_end_on_ -- --nocapture --test-threads 1
