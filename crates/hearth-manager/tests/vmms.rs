@@ -85,7 +85,12 @@ async fn end_to_end(vmm: &str, env: &str) {
     let (_, got) = t.get("/v1/vms/orig").await;
     assert_eq!(got["accelerator"], "kvm", "{got}");
     assert_eq!(sh(&t, "orig", "hostname").await, "orig\n");
-    sh(&t, "orig", "echo disk > /root/on-disk; echo memory > /tmp/in-memory; sync").await;
+    sh(
+        &t,
+        "orig",
+        "echo disk > /root/on-disk; echo memory > /tmp/in-memory; sync",
+    )
+    .await;
 
     let (s, snap) = t
         .post("/v1/vms/orig/snapshots", json!({"name": "s1"}))
