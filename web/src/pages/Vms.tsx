@@ -125,6 +125,7 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
     vcpus: 1,
     memory_mib: 256,
     network: "",
+    vmm: "",
     host_labels: "",
   });
   const set = (k: keyof typeof form) => (e: { target: { value: string } }) =>
@@ -150,6 +151,7 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
               vcpus: form.vcpus,
               memory_mib: form.memory_mib,
               network: form.network || undefined,
+              vmm: form.vmm || undefined,
               host_labels,
             },
           }),
@@ -195,6 +197,17 @@ function CreateVm({ open, onClose }: { open: boolean; onClose: () => void }) {
               {n.name} ({n.kind} {n.cidr})
             </option>
           ))}
+        </select>
+      </Field>
+      <Field
+        label="VMM"
+        hint="Default: the host's best usable one (Firecracker on hardware KVM, else QEMU). Firecracker and Cloud Hypervisor have no user-mode networking."
+      >
+        <select name="vmm" value={form.vmm} onChange={set("vmm")}>
+          <option value="">(host default)</option>
+          <option value="qemu">QEMU</option>
+          <option value="firecracker">Firecracker</option>
+          <option value="cloud-hypervisor">Cloud Hypervisor</option>
         </select>
       </Field>
       <Field label="Host labels" hint="KEY=VALUE, comma-separated: only hosts with every one of them.">
