@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// How long the VMM gets to create its API socket.
-pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the guest agent gets to answer a vsock `CONNECT`.
 const VSOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -211,7 +211,7 @@ impl ApiControl {
 }
 
 /// The [`Launched`] of a VMM whose process is `owned`.
-pub(crate) fn launched(api: Api, run_dir: &Path, info: RunInfo, owned: process::Owned) -> Launched {
+fn launched(api: Api, run_dir: &Path, info: RunInfo, owned: process::Owned) -> Launched {
     Launched {
         pid: owned.pid,
         exit: owned.exit,
@@ -293,6 +293,49 @@ impl VmControl for ApiControl {
         let _ = self.kill.try_send(());
         tracing::debug!(run_dir = %self.run_dir.display(), "killing the VMM");
     }
+}
+
+/// The ELF kernel for `config` (extracted into `cache_dir` off the async runtime).
+pub(crate) async fn vmlinux(
+    api: Api,
+    config: &VmConfig,
+    cache_dir: &Path,
+) -> Result<PathBuf, VmmError> {
+    let (kernel, cache) = (config.kernel.clone(), cache_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::vmlinux::cached(&kernel, &cache))
+        .await
+        .map_err(|e| VmmError::Io(std::io::Error::other(e)))?
+        .map_err(|e| VmmError::Refused(format!("{} needs a vmlinux: {e}", api.kind().name())))
+}
+
+/// Starts the VMM `cmd` (prepared to serve its API on `info.root`'s [`API_SOCKET`]),
+/// records it for a restarted agent, waits for its socket and sends it `calls`. What it
+/// refuses ends the process and fails the launch with its words.
+pub(crate) async fn start(
+    api: Api,
+    mut cmd: tokio::process::Command,
+    config: &VmConfig,
+    info: RunInfo,
+    calls: &[ApiCall],
+) -> Result<Launched, VmmError> {
+    let rd = RunDir(&config.run_dir);
+    let api_socket = info.root.join(API_SOCKET);
+    for f in [&api_socket, &rd.pid_file()] {
+        let _ = std::fs::remove_file(f);
+    }
+    info.write(&config.run_dir)?;
+    let vmm = api.kind().name();
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| VmmError::Spawn { vmm, source })?;
+    std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
+    let ready = || api_socket.exists();
+    process::wait_ready(vmm, &mut child, &rd.stderr_log(), START_TIMEOUT, ready).await?;
+    if let Err(e) = UdsApi::new(&api_socket).send_all(calls).await {
+        process::discard(child).await;
+        return Err(refused(e));
+    }
+    Ok(launched(api, &config.run_dir, info, process::own(child)))
 }
 
 /// Moves `from` to `to`, copying when they are on different file systems.

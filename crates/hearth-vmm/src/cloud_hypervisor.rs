@@ -24,7 +24,7 @@ use crate::api_vmm::{self, Api, Link, RunDir, RunInfo, API_SOCKET, INITRD, KERNE
 use crate::firecracker::GUEST_CID;
 use crate::qemu::DiskNames;
 use crate::snapshot::Profile;
-use crate::uds_api::{ApiCall, UdsApi};
+use crate::uds_api::ApiCall;
 use crate::{process, Adopted, Hypervisor, Launched, VmConfig, VmmError, VmmKind};
 
 const API: &str = "/api/v1";
@@ -169,67 +169,35 @@ impl Hypervisor for CloudHypervisor {
     }
 
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
-        let calls = boot_calls(config)?;
-        let rd = RunDir(&config.run_dir);
+        let boot = boot_calls(config)?;
         let root = config.run_dir.clone();
         std::fs::create_dir_all(&root)?;
-        let (kernel, cache) = (config.kernel.clone(), self.cache_dir.clone());
-        let vmlinux = tokio::task::spawn_blocking(move || crate::vmlinux::cached(&kernel, &cache))
-            .await
-            .map_err(|e| VmmError::Io(std::io::Error::other(e)))?
-            .map_err(|e| VmmError::Refused(format!("Cloud Hypervisor needs a vmlinux: {e}")))?;
-        for f in [root.join(API_SOCKET), rd.pid_file()] {
-            let _ = std::fs::remove_file(f);
-        }
+        let vmlinux = api_vmm::vmlinux(Api::CloudHypervisor, config, &self.cache_dir).await?;
         api_vmm::stage(&root, &api_vmm::vm_files(config, &vmlinux), Link::Symbolic)?;
-        let restore_from = match &config.incoming {
-            Some(saved) => Some(stage_restore(saved, &root, config)?),
-            None => None,
+        let calls = match &config.incoming {
+            Some(saved) => vec![
+                restore_call(&stage_restore(saved, &root, config)?),
+                resume_call(),
+            ],
+            None => boot,
         };
-        let info = RunInfo {
-            root: root.clone(),
-            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
-        };
-        info.write(&config.run_dir)?;
-        let api_socket = root.join(API_SOCKET);
+        // Its log lines go to standard output and its errors to standard error: one file.
+        let log = std::fs::File::create(RunDir(&config.run_dir).stderr_log())?;
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.arg("--api-socket")
-            .arg(format!("path={}", api_socket.display()))
+            .arg(format!("path={}", root.join(API_SOCKET).display()))
             .current_dir(&root)
-            .stdout(std::fs::File::create(rd.stderr_log())?)
-            .stderr(std::fs::File::create(rd.stderr_log())?);
+            .stdout(log.try_clone()?)
+            .stderr(log);
         process::prepare(
             &mut cmd,
             config.tap.as_ref().and_then(|t| t.netns.as_deref()),
         )?;
-        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
-            vmm: "cloud-hypervisor",
-            source,
-        })?;
-        std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
-        let ready = || api_socket.exists();
-        process::wait_ready(
-            "cloud-hypervisor",
-            &mut child,
-            &rd.stderr_log(),
-            api_vmm::START_TIMEOUT,
-            ready,
-        )
-        .await?;
-        let calls = match &restore_from {
-            Some(dir) => vec![restore_call(dir), resume_call()],
-            None => calls,
+        let info = RunInfo {
+            root,
+            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
         };
-        if let Err(e) = UdsApi::new(&api_socket).send_all(&calls).await {
-            process::discard(child).await;
-            return Err(api_vmm::refused(e));
-        }
-        Ok(api_vmm::launched(
-            Api::CloudHypervisor,
-            &config.run_dir,
-            info,
-            process::own(child),
-        ))
+        api_vmm::start(Api::CloudHypervisor, cmd, config, info, &calls).await
     }
 
     async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {

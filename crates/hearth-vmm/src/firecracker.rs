@@ -327,16 +327,13 @@ impl Hypervisor for Firecracker {
 
     async fn launch(&self, config: &VmConfig) -> Result<Launched, VmmError> {
         check(config)?;
-        let rd = RunDir(&config.run_dir);
+        let calls = match &config.incoming {
+            Some(dir) => vec![load_call(config, saved_tap(dir).as_deref())],
+            None => boot_calls(config)?,
+        };
         std::fs::create_dir_all(&config.run_dir)?;
-        let (kernel, cache) = (config.kernel.clone(), self.cache_dir.clone());
-        let vmlinux = tokio::task::spawn_blocking(move || crate::vmlinux::cached(&kernel, &cache))
-            .await
-            .map_err(|e| VmmError::Io(std::io::Error::other(e)))?
-            .map_err(|e| VmmError::Refused(format!("Firecracker needs a vmlinux: {e}")))?;
+        let vmlinux = api_vmm::vmlinux(Api::Firecracker, config, &self.cache_dir).await?;
         let (mut cmd, root, link) = self.command(config)?;
-        let _ = std::fs::remove_file(root.join(API_SOCKET));
-        let _ = std::fs::remove_file(rd.pid_file());
         let mut files = api_vmm::vm_files(config, &vmlinux);
         if let Some(dir) = &config.incoming {
             files.extend([STATE, MEMORY].map(|f| (f.to_string(), dir.join(f))));
@@ -344,42 +341,13 @@ impl Hypervisor for Firecracker {
         api_vmm::stage(&root, &files, link)?;
         self.chown_writable(config)?;
         let info = RunInfo {
-            root: root.clone(),
+            root,
             tap: config.tap.as_ref().map(|t| t.ifname.clone()),
         };
-        info.write(&config.run_dir)?;
         // Firecracker writes the guest's serial console to its standard output.
         cmd.stdout(std::fs::File::create(config.serial_log())?)
-            .stderr(std::fs::File::create(rd.stderr_log())?);
-        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
-            vmm: "firecracker",
-            source,
-        })?;
-        std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
-        let api_socket = root.join(API_SOCKET);
-        let ready = || api_socket.exists();
-        process::wait_ready(
-            "firecracker",
-            &mut child,
-            &rd.stderr_log(),
-            api_vmm::START_TIMEOUT,
-            ready,
-        )
-        .await?;
-        let calls = match &config.incoming {
-            Some(dir) => vec![load_call(config, saved_tap(dir).as_deref())],
-            None => boot_calls(config)?,
-        };
-        if let Err(e) = UdsApi::new(&api_socket).send_all(&calls).await {
-            process::discard(child).await;
-            return Err(api_vmm::refused(e));
-        }
-        Ok(api_vmm::launched(
-            Api::Firecracker,
-            &config.run_dir,
-            info,
-            process::own(child),
-        ))
+            .stderr(std::fs::File::create(RunDir(&config.run_dir).stderr_log())?);
+        api_vmm::start(Api::Firecracker, cmd, config, info, &calls).await
     }
 
     async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
