@@ -39,6 +39,8 @@ const TAIL_LINES: usize = 30;
 const GUEST_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 const ACPI_WAIT: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How often a guest channel that refuses is asked again while the guest boots.
+const GUEST_RETRY: Duration = Duration::from_millis(10);
 
 /// What the manager asks the agent to run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -557,8 +559,20 @@ impl Owner {
             });
         tokio::spawn(async move {
             let res = async {
-                let io = control.guest_stream().await.map_err(|e| e.to_string())?;
-                let client = GuestClient::connect(io, timeout)
+                // A vsock refuses connections until the guest listens (QEMU's socket
+                // takes them at once): ask again until the boot bound.
+                let deadline = tokio::time::Instant::now() + timeout;
+                let io = loop {
+                    match control.guest_stream().await {
+                        Ok(io) => break io,
+                        Err(_) if tokio::time::Instant::now() < deadline => {
+                            tokio::time::sleep(GUEST_RETRY).await
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let client = GuestClient::connect(io, left)
                     .await
                     .map_err(|e| e.to_string())?;
                 if restored {
