@@ -157,10 +157,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let run_root = config.data_dir.join("run").join("vms");
     let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(256);
     let vmms = vmms::Vmms::new(accel.clone(), vmlinux_cache);
-    let net = Arc::new(net::HostNet::new(
-        config.manage_networks,
-        config.netns.clone(),
-    ));
+    let net = Arc::new(
+        net::HostNet::new(config.manage_networks, config.netns.clone())
+            .with_tap_owner(vmms.jail_ids()),
+    );
     if let Some(why) = net.refused() {
         tracing::info!(
             "managed networks are off here ({why}); VMs asking for one get user-mode networking"

@@ -150,6 +150,8 @@ pub struct HostNet {
     dns: Vec<Ipv4Addr>,
     /// Bridge and TAP changes run one at a time.
     lock: tokio::sync::Mutex<()>,
+    /// Who owns each TAP (uid, gid): a jailed Firecracker opens its TAP as that user.
+    tap_owner: Option<(u32, u32)>,
 }
 
 impl HostNet {
@@ -183,7 +185,14 @@ impl HostNet {
             refused,
             dns,
             lock: tokio::sync::Mutex::new(()),
+            tap_owner: None,
         }
+    }
+
+    /// TAPs made from now on belong to `owner` (uid, gid).
+    pub fn with_tap_owner(mut self, owner: Option<(u32, u32)>) -> HostNet {
+        self.tap_owner = owner;
+        self
     }
 
     /// Why networks are not managed here, if they are not.
@@ -223,8 +232,12 @@ impl HostNet {
         };
         let tap = tap_name(vm_id);
         let _ = self.ip(&["link", "del", "dev", &tap]).await;
-        self.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"])
-            .await?;
+        let mut add = vec!["tuntap", "add", "dev", &tap, "mode", "tap"];
+        let owner = self.tap_owner.map(|(u, g)| (u.to_string(), g.to_string()));
+        if let Some((u, g)) = &owner {
+            add.extend(["user", u, "group", g]);
+        }
+        self.ip(&add).await?;
         self.ip(&["link", "set", "dev", &tap, "master", &bridge, "up"])
             .await?;
         Ok(tap)

@@ -57,6 +57,12 @@ impl Vmms {
         Ok(self.driver(kind, Some(binary)))
     }
 
+    /// Who a jailed Firecracker runs as (uid, gid), when this host has a jailer.
+    pub fn jail_ids(&self) -> Option<(u32, u32)> {
+        let j = jailer(&VmmKind::Firecracker.locate()?)?;
+        Some((j.uid, j.gid))
+    }
+
     /// The driver of `kind` for `binary` (its default name when none), unchecked: what
     /// takes over a VMM a previous agent run left needs no more.
     pub fn driver(&self, kind: VmmKind, binary: Option<PathBuf>) -> Arc<dyn Hypervisor> {
