@@ -315,8 +315,8 @@ async fn import_image(
     Ok(())
 }
 
-const HEADER: [&str; 8] = [
-    "id", "name", "state", "vcpus", "memory", "image", "accel", "created",
+const HEADER: [&str; 9] = [
+    "id", "name", "state", "vcpus", "memory", "image", "vmm", "accel", "created",
 ];
 
 fn row(v: &Vm) -> Vec<String> {
@@ -327,6 +327,7 @@ fn row(v: &Vm) -> Vec<String> {
         v.vcpus.to_string(),
         format!("{} MiB", v.memory_mib),
         v.image.clone(),
+        v.vmm.clone(),
         v.accelerator.clone().unwrap_or_else(|| "-".into()),
         when(&v.created_at),
     ]
