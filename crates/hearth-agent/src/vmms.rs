@@ -66,7 +66,7 @@ impl Vmms {
     /// The driver of `kind` for `binary` (its default name when none), unchecked: what
     /// takes over a VMM a previous agent run left needs no more.
     pub fn driver(&self, kind: VmmKind, binary: Option<PathBuf>) -> Arc<dyn Hypervisor> {
-        let binary = binary.unwrap_or_else(|| kind.name().into());
+        let binary = binary.unwrap_or_else(|| kind.binary().into());
         match kind {
             VmmKind::Qemu => Arc::new(Qemu { binary }),
             VmmKind::Firecracker => Arc::new(Firecracker {

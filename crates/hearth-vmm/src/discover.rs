@@ -30,7 +30,8 @@ impl VmmKind {
         }
     }
 
-    fn binary(self) -> &'static str {
+    /// The binary's usual name.
+    pub fn binary(self) -> &'static str {
         match self {
             VmmKind::Qemu => "qemu-system-x86_64",
             VmmKind::Firecracker => "firecracker",
