@@ -64,9 +64,22 @@ pub(crate) struct RunInfo {
     pub root: PathBuf,
     /// The TAP the VM runs on (a snapshot's loader renames it for a clone).
     pub tap: Option<String>,
+    /// The id a jailed Firecracker was started with (the jailer passes it as `--id=ID`).
+    #[serde(default)]
+    pub jail_id: Option<String>,
 }
 
 impl RunInfo {
+    /// Whether process `pid` is this VM's VMM: a jailed Firecracker by its `--id` (its
+    /// working directory is in a mount namespace of its own), any other by working in the
+    /// root.
+    pub fn is_vmm(&self, pid: i32) -> bool {
+        match &self.jail_id {
+            Some(id) => process::has_arg(pid, &format!("--id={id}")),
+            None => process::works_in(pid, &self.root),
+        }
+    }
+
     pub fn write(&self, run_dir: &Path) -> Result<(), VmmError> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         std::fs::write(RunDir(run_dir).info(), bytes)?;
@@ -229,9 +242,8 @@ pub(crate) async fn adopt(api: Api, run_dir: &Path) -> Result<Option<Adopted>, V
     let Some(info) = RunInfo::read(run_dir) else {
         return Ok(None);
     };
-    let Some((pid, pidfd)) = process::find(&RunDir(run_dir).pid_file(), |pid| {
-        process::works_in(pid, &info.root)
-    }) else {
+    let Some((pid, pidfd)) = process::find(&RunDir(run_dir).pid_file(), |pid| info.is_vmm(pid))
+    else {
         return Ok(None);
     };
     let paused = api.paused(&UdsApi::new(info.root.join(API_SOCKET))).await?;
@@ -317,6 +329,7 @@ pub(crate) async fn start(
     config: &VmConfig,
     info: RunInfo,
     calls: &[ApiCall],
+    on_exit: Option<process::OnExit>,
 ) -> Result<Launched, VmmError> {
     let rd = RunDir(&config.run_dir);
     let api_socket = info.root.join(API_SOCKET);
@@ -335,7 +348,12 @@ pub(crate) async fn start(
         process::discard(child).await;
         return Err(refused(e));
     }
-    Ok(launched(api, &config.run_dir, info, process::own(child)))
+    Ok(launched(
+        api,
+        &config.run_dir,
+        info,
+        process::own(child, on_exit),
+    ))
 }
 
 /// Moves `from` to `to`, copying when they are on different file systems.
@@ -378,5 +396,32 @@ mod tests {
         let missing = [("x.img".to_string(), dir.path().join("none"))];
         let err = stage(&root, &missing, Link::Hard).unwrap_err();
         assert!(err.to_string().contains("none"), "{err}");
+    }
+
+    /// A jailed Firecracker is known by the `--id=` the jailer gives it, any other VMM by
+    /// working in its root.
+    #[tokio::test]
+    async fn a_vmm_is_recognised_by_its_root_or_its_jail_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "--id=vm1"])
+            .current_dir(dir.path())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let mut info = RunInfo {
+            root: dir.path().into(),
+            tap: None,
+            jail_id: None,
+        };
+        assert!(info.is_vmm(pid));
+        info.root = "/".into();
+        assert!(!info.is_vmm(pid));
+        info.jail_id = Some("vm1".into());
+        assert!(info.is_vmm(pid));
+        info.jail_id = Some("vm2".into());
+        assert!(!info.is_vmm(pid));
+        child.kill().await.unwrap();
     }
 }

@@ -196,8 +196,9 @@ impl Hypervisor for CloudHypervisor {
         let info = RunInfo {
             root,
             tap: config.tap.as_ref().map(|t| t.ifname.clone()),
+            jail_id: None,
         };
-        api_vmm::start(Api::CloudHypervisor, cmd, config, info, &calls).await
+        api_vmm::start(Api::CloudHypervisor, cmd, config, info, &calls, None).await
     }
 
     async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {

@@ -215,15 +215,22 @@ impl Jailer {
     /// The chroot the jailer makes for the VM of `run_dir`:
     /// `<run dir>/jail/<Firecracker's file name>/<VM id>/root`.
     pub fn root(&self, firecracker: &Path, run_dir: &Path) -> PathBuf {
-        let exec = firecracker
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "firecracker".into());
         run_dir
             .join("jail")
-            .join(exec)
+            .join(exec_name(firecracker))
             .join(vm_id(run_dir))
             .join("root")
+    }
+
+    /// The cgroup the jailer makes for the VM of `run_dir`:
+    /// `<cgroup v2 mount>/<Firecracker's file name>/<VM id>`.
+    pub fn cgroup(&self, firecracker: &Path, run_dir: &Path) -> Option<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+        let base = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })?;
+        Some(base.join(exec_name(firecracker)).join(vm_id(run_dir)))
     }
 
     /// The jailer's arguments: the chroot, the user, the cgroup v2 limits (the VM's vCPUs as
@@ -254,6 +261,14 @@ impl Jailer {
         a.extend(["--".into(), "--api-sock".into(), format!("/{API_SOCKET}")]);
         a
     }
+}
+
+/// Firecracker's file name, which the jailer names its chroot and cgroup after.
+fn exec_name(firecracker: &Path) -> String {
+    firecracker
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "firecracker".into())
 }
 
 /// The VM's id: its run dir's name.
@@ -343,11 +358,26 @@ impl Hypervisor for Firecracker {
         let info = RunInfo {
             root,
             tap: config.tap.as_ref().map(|t| t.ifname.clone()),
+            jail_id: self.jailer.as_ref().map(|_| vm_id(&config.run_dir)),
         };
+        // The jailer makes the VM's cgroup and leaves it: it goes when the VMM does (and a
+        // stale one, from a run this agent did not see end, before the VMM starts).
+        let cgroup = self
+            .jailer
+            .as_ref()
+            .and_then(|j| j.cgroup(&self.binary, &config.run_dir));
+        if let Some(dir) = &cgroup {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let on_exit = cgroup.map(|dir| -> process::OnExit {
+            Box::new(move || {
+                let _ = std::fs::remove_dir(dir);
+            })
+        });
         // Firecracker writes the guest's serial console to its standard output.
         cmd.stdout(std::fs::File::create(config.serial_log())?)
             .stderr(std::fs::File::create(RunDir(&config.run_dir).stderr_log())?);
-        api_vmm::start(Api::Firecracker, cmd, config, info, &calls).await
+        api_vmm::start(Api::Firecracker, cmd, config, info, &calls, on_exit).await
     }
 
     async fn adopt(&self, run_dir: &Path) -> Result<Option<Adopted>, VmmError> {
@@ -484,5 +514,8 @@ pub(crate) mod tests {
             j.root(fc, &c.run_dir),
             Path::new("/run/vm1/jail/firecracker/vm1/root")
         );
+        if let Some(cg) = j.cgroup(fc, &c.run_dir) {
+            assert!(cg.ends_with("firecracker/vm1"), "{}", cg.display());
+        }
     }
 }

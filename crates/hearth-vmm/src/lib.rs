@@ -206,9 +206,7 @@ pub fn kill_leftover(run_dir: &Path) -> Option<i32> {
     let (pid, pidfd) =
         process::find(&qemu_pid, |pid| qemu::runs_in(pid, run_dir)).or_else(|| {
             let info = api_vmm::RunInfo::read(run_dir)?;
-            process::find(&api_vmm::RunDir(run_dir).pid_file(), |pid| {
-                process::works_in(pid, &info.root)
-            })
+            process::find(&api_vmm::RunDir(run_dir).pid_file(), |pid| info.is_vmm(pid))
         })?;
     pidfd.kill();
     Some(pid)

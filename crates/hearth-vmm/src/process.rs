@@ -79,9 +79,12 @@ fn tail(text: &str, max: usize) -> String {
     text[start..].trim().to_string()
 }
 
-/// Hands the child to a task that reaps it (so a kill never hits a reused PID) and reports
-/// how it ended.
-pub fn own(mut child: tokio::process::Child) -> Owned {
+/// What to clean up once a VMM has ended (a jailed Firecracker's cgroup).
+pub type OnExit = Box<dyn FnOnce() + Send>;
+
+/// Hands the child to a task that reaps it (so a kill never hits a reused PID), runs
+/// `on_exit`, and reports how it ended.
+pub fn own(mut child: tokio::process::Child, on_exit: Option<OnExit>) -> Owned {
     let pid = child.id().unwrap_or(0);
     let (kill, mut kill_rx) = mpsc::channel::<()>(1);
     let (exit_tx, exit) = oneshot::channel();
@@ -96,6 +99,9 @@ pub fn own(mut child: tokio::process::Child) -> Owned {
             Ok(s) => s.to_string(),
             Err(e) => format!("unknown ({e})"),
         };
+        if let Some(f) = on_exit {
+            f();
+        }
         let _ = exit_tx.send(what);
     });
     Owned { pid, exit, kill }
@@ -145,10 +151,18 @@ pub fn watch_adopted(pid: i32, pidfd: Pidfd) -> Result<Owned, VmmError> {
     })
 }
 
+fn cmdline(pid: i32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
 /// Whether process `pid`'s command line names `path` (a QEMU names its run dir).
 pub fn cmdline_names(pid: i32, path: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(&*path.to_string_lossy())
+    String::from_utf8_lossy(&cmdline(pid)).contains(&*path.to_string_lossy())
+}
+
+/// Whether one of process `pid`'s arguments is exactly `arg`.
+pub fn has_arg(pid: i32, arg: &str) -> bool {
+    cmdline(pid).split(|b| *b == 0).any(|a| a == arg.as_bytes())
 }
 
 /// Whether process `pid` works in `dir` (a Firecracker or Cloud Hypervisor runs in its
@@ -217,7 +231,8 @@ mod tests {
         assert!(!works_in(pid, Path::new("/")));
         assert!(find(&pid_file, |p| works_in(p, dir.path())).is_some());
         assert!(find(&pid_file, |_| false).is_none());
-        let owned = own(child);
+        assert!(has_arg(pid, "30") && !has_arg(pid, "3"));
+        let owned = own(child, None);
         owned.kill.send(()).await.unwrap();
         let how = tokio::time::timeout(Duration::from_secs(10), owned.exit)
             .await

@@ -388,7 +388,7 @@ impl Hypervisor for Qemu {
                 return Err(e);
             }
         }
-        Ok(launched(process::own(child), &config.run_dir))
+        Ok(launched(process::own(child, None), &config.run_dir))
     }
 }
 
