@@ -40,6 +40,8 @@ const STATE: &str = "vmstate.bin";
 const MEMORY: &str = "memory.bin";
 /// What else a save records: the TAP the VM ran on.
 const NET: &str = "firecracker-net.json";
+/// Firecracker's own log, in the root (its standard output is the guest's serial console).
+const LOG: &str = "vmm.log";
 /// Memory the Firecracker process may use beyond the guest's, under the jailer's cgroup.
 const OVERHEAD_MIB: u64 = 128;
 
@@ -259,6 +261,7 @@ impl Jailer {
             a.extend(["--netns".into(), ns.display().to_string()]);
         }
         a.extend(["--".into(), "--api-sock".into(), format!("/{API_SOCKET}")]);
+        a.extend(["--log-path".into(), format!("/{LOG}")]);
         a
     }
 }
@@ -301,6 +304,8 @@ impl Firecracker {
                 cmd.arg("--api-sock")
                     .arg(root.join(API_SOCKET))
                     .args(["--id", &vm_id(&config.run_dir)])
+                    .arg("--log-path")
+                    .arg(root.join(LOG))
                     .current_dir(&root);
                 let netns = config.tap.as_ref().and_then(|t| t.netns.as_deref());
                 process::prepare(&mut cmd, netns)?;
@@ -315,13 +320,14 @@ impl Firecracker {
         })
     }
 
-    /// Gives the jail's user the VM's writable files.
-    fn chown_writable(&self, config: &VmConfig) -> Result<(), VmmError> {
+    /// Gives the jail's user the VM's writable files and `more`.
+    fn chown_writable(&self, config: &VmConfig, more: &[PathBuf]) -> Result<(), VmmError> {
         if let Some(j) = &self.jailer {
             let writable = config
                 .disk
                 .iter()
-                .chain(config.volumes.iter().map(|v| &v.path));
+                .chain(config.volumes.iter().map(|v| &v.path))
+                .chain(more);
             for f in writable {
                 std::os::unix::fs::chown(f, Some(j.uid), Some(j.gid))?;
             }
@@ -354,7 +360,9 @@ impl Hypervisor for Firecracker {
             files.extend([STATE, MEMORY].map(|f| (f.to_string(), dir.join(f))));
         }
         api_vmm::stage(&root, &files, link)?;
-        self.chown_writable(config)?;
+        // Firecracker appends to its log, which must exist.
+        std::fs::File::create(root.join(LOG))?;
+        self.chown_writable(config, &[root.join(LOG)])?;
         let info = RunInfo {
             root,
             tap: config.tap.as_ref().map(|t| t.ifname.clone()),
@@ -507,7 +515,7 @@ pub(crate) mod tests {
         assert!(a.contains("--cgroup-version 2 --cgroup cpu.max=200000 100000"));
         assert!(a.contains(&format!("--cgroup memory.max={}", (256u64 + 128) << 20)));
         assert!(
-            a.ends_with("--netns /run/netns/hth -- --api-sock /api.sock"),
+            a.ends_with("--netns /run/netns/hth -- --api-sock /api.sock --log-path /vmm.log"),
             "{a}"
         );
         assert_eq!(
