@@ -410,6 +410,11 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id().unwrap() as i32;
+        // Until the exec, the command line is the test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !process::has_arg(pid, "-c") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let mut info = RunInfo {
             root: dir.path().into(),
             tap: None,

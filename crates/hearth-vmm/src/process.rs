@@ -231,6 +231,11 @@ mod tests {
         assert!(!works_in(pid, Path::new("/")));
         assert!(find(&pid_file, |p| works_in(p, dir.path())).is_some());
         assert!(find(&pid_file, |_| false).is_none());
+        // Until the exec, the command line is the test's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !has_arg(pid, "sleep") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(has_arg(pid, "30") && !has_arg(pid, "3"));
         let owned = own(child, None);
         owned.kill.send(()).await.unwrap();
