@@ -342,7 +342,9 @@ pub(crate) async fn start(
         .spawn()
         .map_err(|source| VmmError::Spawn { vmm, source })?;
     std::fs::write(rd.pid_file(), child.id().unwrap_or(0).to_string())?;
-    let ready = || api_socket.exists();
+    // Bound is not yet listening: ready once a connection is taken (a Unix socket answers
+    // a connect at once, so this blocks for no time).
+    let ready = || std::os::unix::net::UnixStream::connect(&api_socket).is_ok();
     process::wait_ready(vmm, &mut child, &rd.stderr_log(), START_TIMEOUT, ready).await?;
     if let Err(e) = UdsApi::new(&api_socket).send_all(calls).await {
         process::discard(child).await;
@@ -403,13 +405,17 @@ mod tests {
     #[tokio::test]
     async fn a_vmm_is_recognised_by_its_root_or_its_jail_id() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = tokio::process::Command::new("sh")
+        // Its own process group, killed whole: the shell's `sleep` goes with it.
+        let child = tokio::process::Command::new("sh")
             .args(["-c", "sleep 30; true", "--id=vm1"])
             .current_dir(dir.path())
-            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         let pid = child.id().unwrap() as i32;
+        let owned = process::own(child, None);
         // Until the exec, the command line is the test's.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !process::has_arg(pid, "-c") && std::time::Instant::now() < deadline {
@@ -427,6 +433,13 @@ mod tests {
         assert!(info.is_vmm(pid));
         info.jail_id = Some("vm2".into());
         assert!(!info.is_vmm(pid));
-        child.kill().await.unwrap();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        tokio::time::timeout(Duration::from_secs(10), owned.exit)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
