@@ -146,6 +146,7 @@ fn devices(config: &VmConfig) -> Vec<String> {
         "virtio-serial".to_string(),
         format!("virtserialport:{GUEST_PORT}"),
         "virtio-rng".to_string(),
+        "virtio-balloon:free-page-reporting".to_string(),
     ];
     if config.rootfs.is_some() {
         d.push("virtio-blk:rootfs:ro".into());
@@ -205,6 +206,11 @@ pub fn args(config: &VmConfig) -> Vec<String> {
         format!("virtserialport,chardev=guest0,name={GUEST_PORT}"),
         "-device".into(),
         "virtio-rng-device".into(),
+        // The guest hands back the memory it frees (in 2 MiB blocks, after a short
+        // delay): QEMU drops those pages, so an idle VM holds less of the host's memory and
+        // a snapshot of it is smaller.
+        "-device".into(),
+        "virtio-balloon-device,free-page-reporting=on".into(),
     ]);
     // QEMU option values escape a comma by doubling it.
     let drive = |id: &str, file: &Path, ro: bool| {

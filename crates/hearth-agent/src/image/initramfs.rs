@@ -20,6 +20,7 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_pci_legacy_dev",
     "virtio_pci_modern_dev",
     "virtio_pci",
+    "virtio_balloon",
     "virtio_blk",
     "failover",
     "net_failover",
