@@ -138,21 +138,15 @@ pub(crate) fn vm_files(config: &VmConfig, kernel: &Path) -> Vec<(String, PathBuf
         (KERNEL.to_string(), kernel.to_path_buf()),
         (INITRD.to_string(), config.initrd.clone()),
     ];
-    let disks = config
-        .rootfs
-        .iter()
-        .chain(config.disk.iter())
-        .chain(config.volumes.iter().map(|v| &v.path));
-    for (id, path) in crate::qemu::drive_ids(config).iter().zip(disks) {
-        files.push((drive_file(id), path.clone()));
-    }
+    let drives = config.drives().into_iter();
+    files.extend(drives.map(|d| (drive_file(&d.id), d.path.to_path_buf())));
     files
 }
 
 /// A snapshot's profile for these VMMs (KVM only, the host's CPU model).
 pub(crate) fn profile(kind: VmmKind, config: &VmConfig, version: &str) -> Profile {
     let p = |p: &Path| p.display().to_string();
-    let mut devices = crate::qemu::drive_ids(config);
+    let mut devices: Vec<String> = config.drives().into_iter().map(|d| d.id).collect();
     if config.tap.is_some() {
         devices.push("net:tap".into());
     }

@@ -48,14 +48,15 @@ pub fn vm_config(config: &VmConfig) -> Result<serde_json::Value, VmmError> {
         ));
     }
     let cmdline = crate::firecracker::vsock_cmdline(config, DiskNames::Serial);
-    let disks: Vec<serde_json::Value> = crate::qemu::drive_ids(config)
+    let disks: Vec<serde_json::Value> = config
+        .drives()
         .into_iter()
-        .map(|id| {
+        .map(|d| {
             json!({
-                "path": api_vmm::drive_file(&id),
-                "readonly": id == "rootfs",
-                "serial": id,
-                "id": id,
+                "path": api_vmm::drive_file(&d.id),
+                "readonly": d.read_only,
+                "serial": d.id,
+                "id": d.id,
             })
         })
         .collect();

@@ -124,17 +124,17 @@ pub fn boot_calls(config: &VmConfig) -> Result<Vec<ApiCall>, VmmError> {
 
 /// The block devices, in the order the guest numbers them (`vda`, `vdb`, …).
 fn drive_calls(config: &VmConfig) -> Vec<ApiCall> {
-    crate::qemu::drive_ids(config)
+    config
+        .drives()
         .into_iter()
-        .map(|id| {
-            let read_only = id == "rootfs";
+        .map(|d| {
             ApiCall::put(
-                format!("/drives/{id}"),
+                format!("/drives/{}", d.id),
                 json!({
-                    "drive_id": id,
-                    "path_on_host": api_vmm::drive_file(&id),
+                    "drive_id": d.id,
+                    "path_on_host": api_vmm::drive_file(&d.id),
                     "is_root_device": false,
-                    "is_read_only": read_only,
+                    "is_read_only": d.read_only,
                 }),
             )
         })
@@ -323,12 +323,9 @@ impl Firecracker {
     /// Gives the jail's user the VM's writable files and `more`.
     fn chown_writable(&self, config: &VmConfig, more: &[PathBuf]) -> Result<(), VmmError> {
         if let Some(j) = &self.jailer {
-            let writable = config
-                .disk
-                .iter()
-                .chain(config.volumes.iter().map(|v| &v.path))
-                .chain(more);
-            for f in writable {
+            let drives = config.drives();
+            let writable = drives.iter().filter(|d| !d.read_only).map(|d| d.path);
+            for f in writable.chain(more.iter().map(PathBuf::as_path)) {
                 std::os::unix::fs::chown(f, Some(j.uid), Some(j.gid))?;
             }
         }

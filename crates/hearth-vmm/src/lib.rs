@@ -100,9 +100,44 @@ pub struct VolumeDisk {
     pub path: PathBuf,
 }
 
+/// One of a VM's disks, as every driver attaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive<'a> {
+    /// Its id, and its serial number where the VMM gives one: `rootfs`, `disk`, `vol0`, ….
+    pub id: String,
+    pub path: &'a Path,
+    pub read_only: bool,
+}
+
 impl VmConfig {
     pub fn serial_log(&self) -> PathBuf {
         self.run_dir.join("serial.log")
+    }
+
+    /// The VM's disks, in the order they are attached: the shared root filesystem
+    /// (read-only), the VM's own disk, its volumes.
+    pub fn drives(&self) -> Vec<Drive<'_>> {
+        let mut drives = Vec::new();
+        if let Some(r) = &self.rootfs {
+            drives.push(Drive {
+                id: "rootfs".into(),
+                path: r,
+                read_only: true,
+            });
+        }
+        if let Some(d) = &self.disk {
+            drives.push(Drive {
+                id: "disk".into(),
+                path: d,
+                read_only: false,
+            });
+        }
+        drives.extend(self.volumes.iter().enumerate().map(|(i, v)| Drive {
+            id: format!("vol{i}"),
+            path: &v.path,
+            read_only: false,
+        }));
+        drives
     }
 }
 

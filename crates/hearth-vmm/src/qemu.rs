@@ -80,11 +80,11 @@ pub(crate) fn kernel_args(config: &VmConfig, names: DiskNames) -> String {
             a.push_str(&format!(" tsc_early_khz={khz}"));
         }
     }
-    let ids = drive_ids(config);
+    let drives = config.drives();
     let name = |id: &str| match names {
         DiskNames::Serial => id.to_string(),
         DiskNames::Order => {
-            let i = ids.iter().position(|d| d == id).unwrap_or(0);
+            let i = drives.iter().position(|d| d.id == id).unwrap_or(0);
             format!("/dev/vd{}", (b'a' + i as u8) as char)
         }
     };
@@ -118,20 +118,6 @@ pub(crate) fn kernel_args(config: &VmConfig, names: DiskNames) -> String {
     a
 }
 
-/// The ids (and serial numbers) of the VM's disks, in the order they are attached:
-/// `rootfs`, `disk`, `vol0`, `vol1`, ….
-pub(crate) fn drive_ids(config: &VmConfig) -> Vec<String> {
-    let mut ids = Vec::new();
-    if config.rootfs.is_some() {
-        ids.push("rootfs".to_string());
-    }
-    if config.disk.is_some() {
-        ids.push("disk".to_string());
-    }
-    ids.extend((0..config.volumes.len()).map(|i| format!("vol{i}")));
-    ids
-}
-
 /// The CPU model the guest sees.
 fn cpu_model(accel: Accel) -> &'static str {
     match accel {
@@ -148,14 +134,9 @@ fn devices(config: &VmConfig) -> Vec<String> {
         "virtio-rng".to_string(),
         "virtio-balloon:free-page-reporting".to_string(),
     ];
-    if config.rootfs.is_some() {
-        d.push("virtio-blk:rootfs:ro".into());
-    }
-    if config.disk.is_some() {
-        d.push("virtio-blk:disk:rw".into());
-    }
-    for i in 0..config.volumes.len() {
-        d.push(format!("virtio-blk:vol{i}:rw"));
+    for drive in config.drives() {
+        let mode = if drive.read_only { "ro" } else { "rw" };
+        d.push(format!("virtio-blk:{}:{mode}", drive.id));
     }
     if config.user_net.is_some() {
         // Not its MAC: a clone's NIC takes the saved one with the device state.
@@ -225,14 +206,8 @@ pub fn args(config: &VmConfig) -> Vec<String> {
             format!("virtio-blk-device,drive={id},serial={id}"),
         ]
     };
-    if let Some(rootfs) = &config.rootfs {
-        args.extend(drive("rootfs", rootfs, true));
-    }
-    if let Some(disk) = &config.disk {
-        args.extend(drive("disk", disk, false));
-    }
-    for (i, v) in config.volumes.iter().enumerate() {
-        args.extend(drive(&format!("vol{i}"), &v.path, false));
+    for d in config.drives() {
+        args.extend(drive(&d.id, d.path, d.read_only));
     }
     if let Some(n) = &config.user_net {
         let mut netdev = "user,id=n0".to_string();
