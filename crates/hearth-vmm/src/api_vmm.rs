@@ -70,6 +70,15 @@ pub(crate) struct RunInfo {
 }
 
 impl RunInfo {
+    /// The run of `config`'s VM in `root`.
+    pub fn new(root: PathBuf, config: &VmConfig, jail_id: Option<String>) -> RunInfo {
+        RunInfo {
+            root,
+            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
+            jail_id,
+        }
+    }
+
     /// Whether process `pid` is this VM's VMM: a jailed Firecracker by its `--id` (its
     /// working directory is in a mount namespace of its own), any other by working in the
     /// root.

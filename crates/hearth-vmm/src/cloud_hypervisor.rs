@@ -190,15 +190,8 @@ impl Hypervisor for CloudHypervisor {
             .current_dir(&root)
             .stdout(log.try_clone()?)
             .stderr(log);
-        process::prepare(
-            &mut cmd,
-            config.tap.as_ref().and_then(|t| t.netns.as_deref()),
-        )?;
-        let info = RunInfo {
-            root,
-            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
-            jail_id: None,
-        };
+        process::prepare(&mut cmd, config.tap_netns())?;
+        let info = RunInfo::new(root, config, None);
         api_vmm::start(Api::CloudHypervisor, cmd, config, info, &calls, None).await
     }
 

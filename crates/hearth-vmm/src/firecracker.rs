@@ -257,7 +257,7 @@ impl Jailer {
             "--cgroup".into(),
             format!("memory.max={}", (config.memory_mib + OVERHEAD_MIB) << 20),
         ];
-        if let Some(ns) = config.tap.as_ref().and_then(|t| t.netns.as_ref()) {
+        if let Some(ns) = config.tap_netns() {
             a.extend(["--netns".into(), ns.display().to_string()]);
         }
         a.extend(["--".into(), "--api-sock".into(), format!("/{API_SOCKET}")]);
@@ -307,8 +307,7 @@ impl Firecracker {
                     .arg("--log-path")
                     .arg(root.join(LOG))
                     .current_dir(&root);
-                let netns = config.tap.as_ref().and_then(|t| t.netns.as_deref());
-                process::prepare(&mut cmd, netns)?;
+                process::prepare(&mut cmd, config.tap_netns())?;
                 (cmd, root, Link::Symbolic)
             }
             Some(j) => {
@@ -360,11 +359,8 @@ impl Hypervisor for Firecracker {
         // Firecracker appends to its log, which must exist.
         std::fs::File::create(root.join(LOG))?;
         self.chown_writable(config, &[root.join(LOG)])?;
-        let info = RunInfo {
-            root,
-            tap: config.tap.as_ref().map(|t| t.ifname.clone()),
-            jail_id: self.jailer.as_ref().map(|_| vm_id(&config.run_dir)),
-        };
+        let jail_id = self.jailer.as_ref().map(|_| vm_id(&config.run_dir));
+        let info = RunInfo::new(root, config, jail_id);
         // The jailer makes the VM's cgroup and leaves it: it goes when the VMM does (and a
         // stale one, from a run this agent did not see end, before the VMM starts).
         let cgroup = self

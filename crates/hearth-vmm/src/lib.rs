@@ -114,6 +114,12 @@ impl VmConfig {
         self.run_dir.join("serial.log")
     }
 
+    /// The network namespace the VM's TAP lives in, which its VMM must run in (a TAP is
+    /// opened by name in the opener's own namespace).
+    pub fn tap_netns(&self) -> Option<&Path> {
+        self.tap.as_ref().and_then(|t| t.netns.as_deref())
+    }
+
     /// The VM's disks, in the order they are attached: the shared root filesystem
     /// (read-only), the VM's own disk, its volumes.
     pub fn drives(&self) -> Vec<Drive<'_>> {

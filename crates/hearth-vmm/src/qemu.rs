@@ -353,10 +353,7 @@ impl Hypervisor for Qemu {
         let stderr = std::fs::File::create(rd.stderr_log())?;
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(args(config)).stdout(Stdio::null()).stderr(stderr);
-        process::prepare(
-            &mut cmd,
-            config.tap.as_ref().and_then(|t| t.netns.as_deref()),
-        )?;
+        process::prepare(&mut cmd, config.tap_netns())?;
         let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
             vmm: "qemu",
             source,
