@@ -210,7 +210,6 @@ pub(crate) fn refused(e: crate::uds_api::ApiError) -> VmmError {
 /// The running VMM, reached through its root.
 pub(crate) struct ApiControl {
     api: Api,
-    run_dir: PathBuf,
     info: RunInfo,
     kill: mpsc::Sender<()>,
 }
@@ -227,13 +226,12 @@ impl ApiControl {
 }
 
 /// The [`Launched`] of a VMM whose process is `owned`.
-fn launched(api: Api, run_dir: &Path, info: RunInfo, owned: process::Owned) -> Launched {
+fn launched(api: Api, info: RunInfo, owned: process::Owned) -> Launched {
     Launched {
         pid: owned.pid,
         exit: owned.exit,
         control: Arc::new(ApiControl {
             api,
-            run_dir: run_dir.to_path_buf(),
             info,
             kill: owned.kill,
         }),
@@ -252,7 +250,7 @@ pub(crate) async fn adopt(api: Api, run_dir: &Path) -> Result<Option<Adopted>, V
     let paused = api.paused(&UdsApi::new(info.root.join(API_SOCKET))).await?;
     let owned = process::watch_adopted(pid, pidfd)?;
     Ok(Some(Adopted {
-        launched: launched(api, run_dir, info, owned),
+        launched: launched(api, info, owned),
         paused,
     }))
 }
@@ -306,7 +304,6 @@ impl VmControl for ApiControl {
 
     fn kill(&self) {
         let _ = self.kill.try_send(());
-        tracing::debug!(run_dir = %self.run_dir.display(), "killing the VMM");
     }
 }
 
@@ -353,12 +350,7 @@ pub(crate) async fn start(
         process::discard(child).await;
         return Err(refused(e));
     }
-    Ok(launched(
-        api,
-        &config.run_dir,
-        info,
-        process::own(child, on_exit),
-    ))
+    Ok(launched(api, info, process::own(child, on_exit)))
 }
 
 /// Moves `from` to `to`, copying when they are on different file systems.
