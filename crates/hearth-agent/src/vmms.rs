@@ -33,22 +33,17 @@ impl Vmms {
         self.accel.choose() == Accel::Kvm
     }
 
-    /// The VMM a VM that names none gets here.
-    pub async fn default_kind(&self) -> VmmKind {
-        match hearth_vmm::discover::usable(VmmKind::Firecracker, self.kvm()).await {
-            Ok(_) => VmmKind::Firecracker,
-            Err(_) => VmmKind::Qemu,
-        }
-    }
-
-    /// The driver for `vmm` (a name, or empty for this host's default), or why this host
-    /// cannot run it.
+    /// The driver for `vmm` (a name, or empty for this host's default: Firecracker when
+    /// it is usable, else QEMU), or why this host cannot run it.
     pub async fn get(&self, vmm: &str) -> Result<Arc<dyn Hypervisor>, String> {
-        let kind = if vmm.is_empty() {
-            self.default_kind().await
-        } else {
-            vmm.parse()?
-        };
+        let fc = VmmKind::Firecracker;
+        if vmm.is_empty() {
+            return Ok(match hearth_vmm::discover::usable(fc, self.kvm()).await {
+                Ok(binary) => self.driver(fc, Some(binary)),
+                Err(_) => self.driver(VmmKind::Qemu, VmmKind::Qemu.locate()),
+            });
+        }
+        let kind: VmmKind = vmm.parse()?;
         if kind == VmmKind::Qemu {
             // QEMU falls back to TCG; a missing binary says so when it is started.
             return Ok(self.driver(kind, kind.locate()));
@@ -126,7 +121,6 @@ mod tests {
             }),
             std::env::temp_dir(),
         );
-        assert_eq!(vmms.default_kind().await, VmmKind::Qemu);
         assert_eq!(vmms.get("").await.unwrap().kind(), VmmKind::Qemu);
         assert_eq!(vmms.get("qemu").await.unwrap().kind(), VmmKind::Qemu);
         for vmm in ["firecracker", "cloud-hypervisor"] {
