@@ -162,6 +162,39 @@ pub struct Vm {
     pub host_labels: std::collections::BTreeMap<String, String>,
 }
 
+/// The VMMs a VM may ask for.
+pub const VMMS: [&str; 3] = ["qemu", "firecracker", "cloud-hypervisor"];
+/// Firecracker's most vCPUs.
+pub const FIRECRACKER_MAX_VCPUS: u32 = 32;
+
+/// Whether a VM with `vcpus`, on user-mode networking or not, can run on `vmm`, else why
+/// not: Firecracker and Cloud Hypervisor have no user-mode networking, and Firecracker
+/// runs 1 or an even number of vCPUs. The manager checks it before placing a VM, the
+/// drivers before starting one.
+pub fn vmm_fits(vmm: &str, vcpus: u32, user_net: bool) -> Result<(), String> {
+    if !VMMS.contains(&vmm) {
+        return Err(format!(
+            "vmm must be one of {}, got {vmm:?}",
+            VMMS.join(", ")
+        ));
+    }
+    if vmm != "qemu" && user_net {
+        return Err(format!(
+            "{vmm} has no user-mode networking: put the VM on a managed network or on none, \
+             or use --vmm qemu"
+        ));
+    }
+    if vmm == "firecracker"
+        && (vcpus == 0 || vcpus > FIRECRACKER_MAX_VCPUS || (vcpus > 1 && !vcpus.is_multiple_of(2)))
+    {
+        return Err(format!(
+            "firecracker runs 1 or an even number of vCPUs up to {FIRECRACKER_MAX_VCPUS}, \
+             not {vcpus}"
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/vms`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

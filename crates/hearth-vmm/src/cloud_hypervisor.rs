@@ -40,13 +40,9 @@ fn call(name: &str) -> String {
 /// The body of `vm.create`. Files are named as they are in the VM's root
 /// ([`api_vmm::vm_files`]).
 pub fn vm_config(config: &VmConfig) -> Result<serde_json::Value, VmmError> {
-    if config.user_net.is_some() {
-        return Err(VmmError::Refused(
-            "Cloud Hypervisor has no user-mode networking: put the VM on a managed network (a \
-             TAP), or use --vmm qemu"
-                .into(),
-        ));
-    }
+    let ch = VmmKind::CloudHypervisor.name();
+    hearth_types::vm::vmm_fits(ch, config.vcpus, config.user_net.is_some())
+        .map_err(VmmError::Refused)?;
     let cmdline = crate::firecracker::vsock_cmdline(config, DiskNames::Serial);
     let disks: Vec<serde_json::Value> = config
         .drives()

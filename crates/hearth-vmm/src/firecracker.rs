@@ -34,7 +34,6 @@ use crate::{process, Adopted, Hypervisor, Launched, VmConfig, VmmError, VmmKind}
 pub const GUEST_VSOCK_PORT: u32 = 1024;
 /// The guest's vsock context id (each VM has its own vsock socket, so they may all be 3).
 pub const GUEST_CID: u32 = 3;
-const MAX_VCPUS: u32 = 32;
 /// A saved state's files, in its snapshot dir and (while saving or loading) in the root.
 const STATE: &str = "vmstate.bin";
 const MEMORY: &str = "memory.bin";
@@ -47,22 +46,9 @@ const OVERHEAD_MIB: u64 = 128;
 
 /// Whether Firecracker can run `config`, and if not, why.
 pub fn check(config: &VmConfig) -> Result<(), VmmError> {
-    let refuse = |m: String| Err(VmmError::Refused(m));
-    if config.user_net.is_some() {
-        return refuse(
-            "Firecracker has no user-mode networking: put the VM on a managed network (a TAP), \
-             or use --vmm qemu"
-                .into(),
-        );
-    }
-    if config.vcpus == 0 || config.vcpus > MAX_VCPUS || (config.vcpus > 1 && config.vcpus % 2 == 1)
-    {
-        return refuse(format!(
-            "Firecracker runs 1 or an even number of vCPUs up to {MAX_VCPUS}, not {}",
-            config.vcpus
-        ));
-    }
-    Ok(())
+    let fc = VmmKind::Firecracker.name();
+    hearth_types::vm::vmm_fits(fc, config.vcpus, config.user_net.is_some())
+        .map_err(VmmError::Refused)
 }
 
 /// The kernel command line of a guest whose channel is the vsock: QEMU's, without the TSC

@@ -167,34 +167,9 @@ pub(crate) fn check_size(vcpus: u32, memory_mib: u64) -> ApiResult<()> {
     Ok(())
 }
 
-/// The VMMs a VM may ask for.
-pub(crate) const VMMS: [&str; 3] = ["qemu", "firecracker", "cloud-hypervisor"];
-/// Firecracker's most vCPUs.
-const FIRECRACKER_MAX_VCPUS: u32 = 32;
-
 /// Whether a VM with `vcpus` on `network` can run on `vmm` (`network` unknown yet: None).
 pub(crate) fn check_vmm(vmm: &str, vcpus: u32, network: Option<&str>) -> ApiResult<()> {
-    if !VMMS.contains(&vmm) {
-        return Err(ApiError::bad_request(format!(
-            "vmm must be one of {}, got {vmm:?}",
-            VMMS.join(", ")
-        )));
-    }
-    if vmm != "qemu" && network == Some("user") {
-        return Err(ApiError::bad_request(format!(
-            "{vmm} has no user-mode networking: put the VM on a managed network or on none, \
-             or use --vmm qemu"
-        )));
-    }
-    if vmm == "firecracker"
-        && (vcpus > FIRECRACKER_MAX_VCPUS || (vcpus > 1 && !vcpus.is_multiple_of(2)))
-    {
-        return Err(ApiError::bad_request(format!(
-            "firecracker runs 1 or an even number of vCPUs up to {FIRECRACKER_MAX_VCPUS}, \
-             not {vcpus}"
-        )));
-    }
-    Ok(())
+    hearth_types::vm::vmm_fits(vmm, vcpus, network == Some("user")).map_err(ApiError::BadRequest)
 }
 
 /// Whether `host` reports `vmm` usable, else why not.
